@@ -18,7 +18,7 @@ import (
 
 	"github.com/tetherhq/tether/appsdk"
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 	"github.com/tetherhq/tether/internal/testenv"
 	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/simulator"
@@ -422,7 +422,7 @@ func TestUpstreamQueueGroup(t *testing.T) {
 	var subs []*appsdk.Subscription
 	for i := range 2 {
 		// Two replicas of the app, each with its own connection.
-		c := newClient(t, bustest.Connect(t, e.NATS))
+		c := newClient(t, natstest.Connect(t, e.NATS))
 		var opts []appsdk.HandlerOption
 		if i == 1 {
 			opts = append(opts, appsdk.WithConcurrency(4))
@@ -716,7 +716,7 @@ func TestClose(t *testing.T) {
 	}}, "stuck")
 	t.Cleanup(func() { close(block) })
 
-	nc := bustest.Connect(t, e.NATS)
+	nc := natstest.Connect(t, e.NATS)
 	base := nc.NumSubscriptions()
 	c := newClient(t, nc)
 	vac := service(t, c, "vacuum")
@@ -790,7 +790,7 @@ func TestConnClosed(t *testing.T) {
 	}}, "stuck")
 	t.Cleanup(func() { close(block) })
 
-	nc := bustest.Connect(t, e.NATS)
+	nc := natstest.Connect(t, e.NATS)
 	c := newClient(t, nc)
 	vac := service(t, c, "vacuum")
 	errc := make(chan error, 1)
@@ -834,7 +834,7 @@ func TestConcurrentPushes(t *testing.T) {
 		_, w := device(t, e, simulator.DeviceConfig{Service: "vacuum", Nodes: []string{url}}, fmt.Sprintf("vac-%d", i))
 		conns = append(conns, w.Conn)
 	}
-	nc := bustest.Connect(t, e.NATS)
+	nc := natstest.Connect(t, e.NATS)
 	c := newClient(t, nc)
 	vac := service(t, c, "vacuum")
 	subs := nc.NumSubscriptions()
@@ -903,13 +903,13 @@ func TestConcurrentPushes(t *testing.T) {
 }
 
 func TestCluster(t *testing.T) {
-	servers := bustest.RunCluster(t, 3)
+	servers := natstest.RunCluster(t, 3)
 	e := testenv.New(t)
 	n1 := e.StartNode(testenv.FastConfig("n1"), servers[0])
 	n2 := e.StartNode(testenv.FastConfig("n2"), servers[1])
 	_, w1 := e.Device(simulator.DeviceConfig{Service: "vacuum", Nodes: []string{n1.URL()}, OnPush: (&recorder{result: "r1"}).handle}, "vac-1")
 	_, w2 := e.Device(simulator.DeviceConfig{Service: "vacuum", Nodes: []string{n2.URL()}, OnPush: (&recorder{result: "r2"}).handle}, "vac-2")
-	c := newClient(t, bustest.Connect(t, servers[2]))
+	c := newClient(t, natstest.Connect(t, servers[2]))
 	vac := service(t, c, "vacuum")
 	ctx := context.Background()
 

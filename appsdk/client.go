@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // Client pushes to devices and receives their messages and events over a
@@ -174,7 +175,7 @@ func (c *Client) flush() {
 // receiving their messages and events. It is cheap; call it once per
 // service and keep it, or call it as often as convenient.
 func (c *Client) Service(name string) (*Service, error) {
-	if err := bus.ValidName(name); err != nil {
+	if err := protocol.ValidName(name); err != nil {
 		return nil, fmt.Errorf("%w: service: %w", ErrBadName, err)
 	}
 	return &Service{c: c, name: name}, nil

@@ -13,7 +13,7 @@ var (
 	// good after failed reconnects).
 	ErrConnClosed = errors.New("appsdk: NATS connection closed")
 	// ErrBadName: a service, device, group, tier or queue name is not a valid
-	// subject token (see bus.ValidName).
+	// subject token (see protocol.ValidName).
 	ErrBadName = errors.New("appsdk: invalid name")
 	// ErrBadConnID: a connection ID is not of the form <node>.<local>.
 	ErrBadConnID = errors.New("appsdk: invalid connection ID")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tetherhq/tether/appsdk"
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/bus/natsserver"
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/token"
@@ -19,7 +20,7 @@ import (
 // examples: an embedded NATS server and one edge node serving "vacuum".
 // In production both already run and the app only dials NATS.
 type sandbox struct {
-	srv    *bus.Server
+	srv    *natsserver.Server
 	nodeNC *nats.Conn
 	node   *node.Node
 	keys   *token.Keyring
@@ -32,7 +33,7 @@ const exampleSecret = "example-secret-vacuum-0123456789abcdef"
 
 func startSandbox() *sandbox {
 	quiet := slog.New(slog.DiscardHandler)
-	srv, err := bus.StartServer(bus.ServerConfig{Port: bus.RandomPort}, quiet)
+	srv, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0"}, quiet)
 	if err != nil {
 		panic(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/token"
 )
 
@@ -216,7 +217,7 @@ type TokenOption func(*token.IssueOptions) error
 // WithTier sets the token's tier, such as "paid" or "free".
 func WithTier(tier string) TokenOption {
 	return func(o *token.IssueOptions) error {
-		if err := bus.ValidName(tier); err != nil {
+		if err := protocol.ValidName(tier); err != nil {
 			return fmt.Errorf("%w: WithTier: %w: %w", ErrBadOption, ErrBadName, err)
 		}
 		o.Tier = tier
@@ -229,7 +230,7 @@ func WithTier(tier string) TokenOption {
 func WithGroups(groups ...string) TokenOption {
 	return func(o *token.IssueOptions) error {
 		for _, g := range groups {
-			if err := bus.ValidName(g); err != nil {
+			if err := protocol.ValidName(g); err != nil {
 				return fmt.Errorf("%w: WithGroups: %w: %w", ErrBadOption, ErrBadName, err)
 			}
 		}
@@ -277,7 +278,7 @@ func WithConcurrency(n int) HandlerOption {
 // getting all of them.
 func WithQueue(queue string) HandlerOption {
 	return func(o *handlerOptions) error {
-		if err := bus.ValidName(queue); err != nil {
+		if err := protocol.ValidName(queue); err != nil {
 			return fmt.Errorf("%w: WithQueue: %w: %w", ErrBadOption, ErrBadName, err)
 		}
 		o.queue = queue

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // PushConn pushes data to one connection (an ID from a connected event or
@@ -29,7 +30,7 @@ import (
 // publishing, ctx cancelled before any node answered, the Client or the
 // NATS connection closed (the receipt then holds what had come back).
 func (s *Service) PushConn(ctx context.Context, connID string, data []byte, opts ...PushOption) (Receipt, error) {
-	if err := bus.ValidConnID(connID); err != nil {
+	if err := protocol.ValidConnID(connID); err != nil {
 		return Receipt{}, fmt.Errorf("%w: %w", ErrBadConnID, err)
 	}
 	return s.c.push(ctx, bus.TargetConn, s.c.opts.subj.Conn(s.name, connID), data, opts)
@@ -40,7 +41,7 @@ func (s *Service) PushConn(ctx context.Context, connID string, data []byte, opts
 // ack (see WaitAll); StatusOffline, at once, when the device is not
 // connected anywhere. See PushConn for data and timeouts.
 func (s *Service) PushDevice(ctx context.Context, device string, data []byte, opts ...PushOption) (Receipt, error) {
-	if err := bus.ValidName(device); err != nil {
+	if err := protocol.ValidName(device); err != nil {
 		return Receipt{}, fmt.Errorf("%w: device: %w", ErrBadName, err)
 	}
 	return s.c.push(ctx, bus.TargetDevice, s.c.opts.subj.Device(s.name, device), data, opts)
@@ -50,7 +51,7 @@ func (s *Service) PushDevice(ctx context.Context, device string, data []byte, op
 // devices' tokens, see WithGroups) and gathers the replies of every node
 // holding one. See PushConn for data and timeouts.
 func (s *Service) PushGroup(ctx context.Context, group string, data []byte, opts ...PushOption) (Receipt, error) {
-	if err := bus.ValidName(group); err != nil {
+	if err := protocol.ValidName(group); err != nil {
 		return Receipt{}, fmt.Errorf("%w: group: %w", ErrBadName, err)
 	}
 	return s.c.push(ctx, bus.TargetGroup, s.c.opts.subj.Group(s.name, group), data, opts)

@@ -3,7 +3,7 @@ package appsdk
 import (
 	"fmt"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/token"
 )
 
@@ -16,7 +16,7 @@ func (s *Service) IssueToken(device string, opts ...TokenOption) (string, error)
 	if kr == nil {
 		return "", ErrNoKeys
 	}
-	if err := bus.ValidName(device); err != nil {
+	if err := protocol.ValidName(device); err != nil {
 		return "", fmt.Errorf("%w: device: %w", ErrBadName, err)
 	}
 	var o token.IssueOptions

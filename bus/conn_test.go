@@ -12,7 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -111,7 +112,7 @@ func freePort(t *testing.T) int {
 }
 
 func TestConnect(t *testing.T) {
-	s := bustest.RunServer(t)
+	s := natstest.RunServer(t)
 	nc, err := bus.Connect(context.Background(), bus.Config{URLs: []string{s.ClientURL()}}, "test-conn", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +152,7 @@ func TestConnectRetriesUntilServerUp(t *testing.T) {
 		t.Fatalf("Connect returned before any server was up: %v", r.err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	s, err := bus.StartServer(bus.ServerConfig{Port: port}, nil)
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:" + strconv.Itoa(port)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestConnectGivesUp(t *testing.T) {
 }
 
 func TestConnectAuth(t *testing.T) {
-	s, err := bus.StartServer(bus.ServerConfig{Port: bus.RandomPort, User: "app", Password: "s3cr@t"}, nil)
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", User: "app", Password: "s3cr@t"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 )
 
 func TestPublishEvent(t *testing.T) {
-	s := bustest.RunServer(t)
-	nc := bustest.Connect(t, s)
+	s := natstest.RunServer(t)
+	nc := natstest.Connect(t, s)
 	subj := bus.MustSubjects("acme.t")
 	one, err := nc.SubscribeSync(subj.Events("vacuum"))
 	if err != nil {
@@ -97,8 +97,8 @@ func TestPublishEvent(t *testing.T) {
 }
 
 func TestPublishEventClosed(t *testing.T) {
-	s := bustest.RunServer(t)
-	nc := bustest.Connect(t, s)
+	s := natstest.RunServer(t)
+	nc := natstest.Connect(t, s)
 	nc.Close()
 	if err := bus.PublishEvent(nc, bus.MustSubjects(""), bus.Event{Type: "connected", Service: "vacuum"}); err == nil {
 		t.Fatal("PublishEvent on a closed connection succeeded")

@@ -3,72 +3,12 @@ package bus
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tetherhq/tether/protocol"
 )
 
 // DefaultPrefix is the subject prefix used when none is configured.
 const DefaultPrefix = "tether"
-
-// MaxNameLen is the longest service, device, group, tier or node name accepted.
-const MaxNameLen = 128
-
-// ValidName reports whether s may be used as a service, device, group, tier
-// or node name. Names become single NATS subject tokens, so they are limited
-// to ASCII letters, digits and the characters '-', '_', ':' and '@', and to
-// MaxNameLen bytes.
-func ValidName(s string) error {
-	if s == "" {
-		return ErrEmptyName
-	}
-	if len(s) > MaxNameLen {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrNameTooLong, len(s), MaxNameLen)
-	}
-	for i := 0; i < len(s); i++ {
-		if !nameByte(s[i]) {
-			return fmt.Errorf("%w: %q at byte %d of %q", ErrBadName, s[i], i, s)
-		}
-	}
-	return nil
-}
-
-func nameByte(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	case c == '-' || c == '_' || c == ':' || c == '@':
-		return true
-	}
-	return false
-}
-
-// ValidConnID reports whether id has the form of a connection ID:
-// "<node>.<local>", where node is a valid name and local is a non-empty run of
-// ASCII letters and digits. Connection IDs are opaque to apps; the form is
-// checked only so that an ID can never widen a subject.
-func ValidConnID(id string) error {
-	node, local, ok := strings.Cut(id, ".")
-	if !ok || local == "" {
-		return fmt.Errorf("%w: %q is not <node>.<local>", ErrBadConnID, id)
-	}
-	if err := ValidName(node); err != nil {
-		return fmt.Errorf("%w: node part: %w", ErrBadConnID, err)
-	}
-	if len(local) > MaxNameLen {
-		return fmt.Errorf("%w: local part too long", ErrBadConnID)
-	}
-	for i := 0; i < len(local); i++ {
-		c := local[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return fmt.Errorf("%w: %q in local part of %q", ErrBadConnID, c, id)
-		}
-	}
-	return nil
-}
-
-// ConnNode returns the node part of a connection ID.
-func ConnNode(id string) string {
-	node, _, _ := strings.Cut(id, ".")
-	return node
-}
 
 // Subjects builds every NATS subject tether uses. It is the only place
 // subject strings are put together; the zero value is not usable, call
@@ -97,7 +37,7 @@ func NewSubjects(prefix string) (Subjects, error) {
 		prefix = DefaultPrefix
 	}
 	for _, tok := range strings.Split(prefix, ".") {
-		if err := ValidName(tok); err != nil {
+		if err := protocol.ValidName(tok); err != nil {
 			return Subjects{}, fmt.Errorf("bus: subject prefix %q: %w", prefix, err)
 		}
 	}
@@ -209,7 +149,7 @@ func (s Subjects) ParsePush(subject string) (Target, error) {
 	if !ok || service == "" {
 		return Target{}, fmt.Errorf("%w: %q", ErrNotPush, subject)
 	}
-	if err := ValidName(service); err != nil {
+	if err := protocol.ValidName(service); err != nil {
 		return Target{}, fmt.Errorf("%w: %q: service: %w", ErrNotPush, subject, err)
 	}
 	kind, key, hasKey := strings.Cut(rest, ".")
@@ -235,9 +175,9 @@ func (s Subjects) ParsePush(subject string) (Target, error) {
 	}
 	var err error
 	if t.Kind == TargetConn {
-		err = ValidConnID(key)
+		err = protocol.ValidConnID(key)
 	} else {
-		err = ValidName(key)
+		err = protocol.ValidName(key)
 	}
 	if err != nil {
 		return Target{}, fmt.Errorf("%w: %q: %w", ErrNotPush, subject, err)

@@ -2,70 +2,11 @@ package bus_test
 
 import (
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
-
-func TestValidName(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		want error
-	}{
-		{"vacuum", nil},
-		{"vac-001", nil},
-		{"A_z:0@9", nil},
-		{"-", nil},
-		{strings.Repeat("x", bus.MaxNameLen), nil},
-		{"", bus.ErrEmptyName},
-		{strings.Repeat("x", bus.MaxNameLen+1), bus.ErrNameTooLong},
-		{"a.b", bus.ErrBadName},
-		{"*", bus.ErrBadName},
-		{">", bus.ErrBadName},
-		{"a b", bus.ErrBadName},
-		{"a\tb", bus.ErrBadName},
-		{"a\x00", bus.ErrBadName},
-		{"été", bus.ErrBadName},
-		{"a/b", bus.ErrBadName},
-		{"$SYS", bus.ErrBadName},
-	} {
-		err := bus.ValidName(tc.name)
-		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-			t.Errorf("ValidName(%q) = %v, want %v", tc.name, err, tc.want)
-		}
-	}
-}
-
-func TestValidConnIDAndConnNode(t *testing.T) {
-	for _, tc := range []struct {
-		id   string
-		ok   bool
-		node string
-	}{
-		{"node-1.k2x9f0a7", true, "node-1"},
-		{"n1.A0", true, "n1"},
-		{"n1." + strings.Repeat("a", bus.MaxNameLen), true, "n1"},
-		{"n1." + strings.Repeat("a", bus.MaxNameLen+1), false, "n1"},
-		{"n1", false, "n1"},
-		{"n1.", false, "n1"},
-		{".abc", false, ""},
-		{"n1.a.b", false, "n1"},
-		{"n1.a-b", false, "n1"},
-		{"n1.*", false, "n1"},
-		{"n1.>", false, "n1"},
-		{"n 1.abc", false, "n 1"},
-		{"", false, ""},
-	} {
-		err := bus.ValidConnID(tc.id)
-		if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, bus.ErrBadConnID) {
-			t.Errorf("ValidConnID(%q) = %v, want ok %v", tc.id, err, tc.ok)
-		}
-		if got := bus.ConnNode(tc.id); got != tc.node {
-			t.Errorf("ConnNode(%q) = %q, want %q", tc.id, got, tc.node)
-		}
-	}
-}
 
 func TestNewSubjects(t *testing.T) {
 	for _, tc := range []struct {
@@ -250,14 +191,14 @@ func FuzzParsePush(f *testing.F) {
 			if got := rebuild(s, tgt); got != subject {
 				t.Fatalf("ParsePush(%q) = %+v, which builds %q", subject, tgt, got)
 			}
-			if err := bus.ValidName(tgt.Service); err != nil {
+			if err := protocol.ValidName(tgt.Service); err != nil {
 				t.Fatalf("ParsePush(%q) accepted service %q: %v", subject, tgt.Service, err)
 			}
 			switch tgt.Kind {
 			case bus.TargetConn:
-				err = bus.ValidConnID(tgt.Key)
+				err = protocol.ValidConnID(tgt.Key)
 			case bus.TargetDevice, bus.TargetGroup:
-				err = bus.ValidName(tgt.Key)
+				err = protocol.ValidName(tgt.Key)
 			case bus.TargetAll:
 				if tgt.Key != "" {
 					err = errors.New("key on TargetAll")

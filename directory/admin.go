@@ -17,7 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/store"
 )
 
@@ -170,7 +170,7 @@ func pathNames(w http.ResponseWriter, r *http.Request, keys ...string) ([]string
 	out := make([]string, len(keys))
 	for i, k := range keys {
 		out[i] = r.PathValue(k)
-		if err := bus.ValidName(out[i]); err != nil {
+		if err := protocol.ValidName(out[i]); err != nil {
 			errorf(w, http.StatusBadRequest, CodeInvalidName, k+": "+err.Error())
 			return nil, false
 		}

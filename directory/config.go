@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/store"
 )
 
@@ -127,7 +127,7 @@ func (c Config) Validate() error {
 		bad("token_ttl", "%v is below 1m", c.TokenTTL)
 	}
 	for _, svc := range slices.Sorted(maps.Keys(c.RegistrationSecrets)) {
-		if err := bus.ValidName(svc); err != nil {
+		if err := protocol.ValidName(svc); err != nil {
 			bad("registration_secrets."+svc, "%w", err)
 		}
 		if len(c.RegistrationSecrets[svc]) < MinRegistrationSecret {

@@ -20,7 +20,7 @@ var (
 // the public contract (docs/directory.md).
 const (
 	CodeBadRequest       = "bad_request"             // 400: malformed query or body
-	CodeInvalidName      = "invalid_name"            // 400: a name fails bus.ValidName
+	CodeInvalidName      = "invalid_name"            // 400: a name fails protocol.ValidName
 	CodeUnknownService   = "unknown_service"         // 404
 	CodeUnknownClient    = "unknown_client"          // 404
 	CodeUnknownTier      = "unknown_tier"            // 404

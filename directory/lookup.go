@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // routes builds the handler. Every path answers wrong methods with a JSON
@@ -120,12 +120,12 @@ func parseLookup(raw string) (service, client string, msg string) {
 		return "", "", "give service=S, client=C, or both"
 	}
 	if haveS {
-		if err := bus.ValidName(service); err != nil {
+		if err := protocol.ValidName(service); err != nil {
 			return "", "", "service: " + err.Error()
 		}
 	}
 	if haveC {
-		if err := bus.ValidName(client); err != nil {
+		if err := protocol.ValidName(client); err != nil {
 			return "", "", "client: " + err.Error()
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/token"
 )
 
@@ -117,13 +117,13 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, f := range []struct{ key, v string }{{"service", req.Service}, {"device", req.Device}} {
-			if err := bus.ValidName(f.v); err != nil {
+			if err := protocol.ValidName(f.v); err != nil {
 				errorf(w, http.StatusBadRequest, CodeInvalidName, f.key+": "+err.Error())
 				return
 			}
 		}
 		for _, g := range req.Groups {
-			if err := bus.ValidName(g); err != nil {
+			if err := protocol.ValidName(g); err != nil {
 				errorf(w, http.StatusBadRequest, CodeInvalidName, "groups: "+err.Error())
 				return
 			}

@@ -9,8 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 	"github.com/tetherhq/tether/directory"
+	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/store"
 )
 
@@ -18,8 +19,8 @@ import (
 // left alive, and announces each as disconnected with reason node_lost.
 func TestReapDeadNodes(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st store.Store) {
-		ns := bustest.RunServer(t)
-		nc := bustest.Connect(t, ns)
+		ns := natstest.RunServer(t)
+		nc := natstest.Connect(t, ns)
 		subj := bus.MustSubjects("")
 		ch := make(chan *nats.Msg, 64)
 		sub, err := nc.ChanSubscribe(subj.AllEvents(), ch)
@@ -86,7 +87,7 @@ func TestReapDeadNodes(t *testing.T) {
 				}
 				got[ev.Conn] = true
 				if ev.Type != bus.EventDisconnected || ev.Reason != directory.ReasonNodeLost || ev.Service != c.Service ||
-					ev.Device != c.Device || ev.Tier != c.Tier || ev.Node != bus.ConnNode(c.ID) || !ev.Since.Equal(c.Since) {
+					ev.Device != c.Device || ev.Tier != c.Tier || ev.Node != protocol.ConnNode(c.ID) || !ev.Since.Equal(c.Since) {
 					t.Errorf("event %s for %+v", m.Data, c)
 				}
 				if m.Subject != subj.Events(c.Service) {
@@ -94,7 +95,7 @@ func TestReapDeadNodes(t *testing.T) {
 				}
 				for k, v := range map[string]string{
 					bus.HeaderEvent: bus.EventDisconnected, bus.HeaderService: c.Service, bus.HeaderDevice: c.Device,
-					bus.HeaderConn: c.ID, bus.HeaderNode: bus.ConnNode(c.ID),
+					bus.HeaderConn: c.ID, bus.HeaderNode: protocol.ConnNode(c.ID),
 				} {
 					if m.Header.Get(k) != v {
 						t.Errorf("header %s = %q, want %q", k, m.Header.Get(k), v)

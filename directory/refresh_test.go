@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/store/redistest"
@@ -31,8 +31,8 @@ func lookupIs(t testing.TB, base, query string, want ...string) func() error {
 // published, long before the periodic refresh.
 func TestRefreshOnMapChangedEvent(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st store.Store) {
-		ns := bustest.RunServer(t)
-		nc := bustest.Connect(t, ns)
+		ns := natstest.RunServer(t)
+		nc := natstest.Connect(t, ns)
 		seedMap(t, st)
 		base := startDir(t, st, nc, func(c *directory.Config) {
 			c.HeartbeatInterval = time.Hour
@@ -84,8 +84,8 @@ func TestRefreshPeriodic(t *testing.T) {
 // The admin API refreshes the local copy at once and announces the change
 // on tether.map.changed.
 func TestRefreshOnAdminChange(t *testing.T) {
-	ns := bustest.RunServer(t)
-	nc := bustest.Connect(t, ns)
+	ns := natstest.RunServer(t)
+	nc := natstest.Connect(t, ns)
 	st := store.NewMemory()
 	seedMap(t, st)
 	ch := make(chan *nats.Msg, 16)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 	"github.com/tetherhq/tether/internal/testenv"
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/simulator"
@@ -28,7 +28,7 @@ func TestKilledNodeConnectionsAreReaped(t *testing.T) {
 	const heartbeat = 300 * time.Millisecond
 	redisURL := redistest.Start(t)
 	prefix := redistest.Prefix(t)
-	ns := bustest.RunServer(t)
+	ns := natstest.RunServer(t)
 	ctx := context.Background()
 
 	st, err := store.OpenRedis(ctx, store.RedisConfig{URL: redisURL, Prefix: prefix})
@@ -38,7 +38,7 @@ func TestKilledNodeConnectionsAreReaped(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 
 	// The survivor, in this process.
-	nc := bustest.Connect(t, ns)
+	nc := natstest.Connect(t, ns)
 	keys := testenv.Keys(t)
 	cfg := testenv.FastConfig("survivor")
 	cfg.HeartbeatInterval = heartbeat

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/bus/natsserver"
 	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/token"
 )
@@ -23,7 +24,7 @@ import (
 // figures include their reads (about half of the time on loopback).
 func benchNode(b *testing.B, clients int) (*Node, []*conn) {
 	b.Helper()
-	s, err := bus.StartServer(bus.ServerConfig{Port: bus.RandomPort}, nil)
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

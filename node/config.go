@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // Config configures an edge node. Zero values mean the documented default;
@@ -179,7 +179,7 @@ func (c *Config) applyDefaults() {
 func (c Config) Validate() error {
 	c.applyDefaults()
 	var errs []error
-	if err := bus.ValidName(c.ID); err != nil {
+	if err := protocol.ValidName(c.ID); err != nil {
 		errs = append(errs, fmt.Errorf("node.id: %w", err))
 	}
 	if !strings.HasPrefix(c.Path, "/") {

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // Memory is a Store held in process memory: the single-binary default. It
@@ -410,7 +410,7 @@ func (m *Memory) RemoveConns(ctx context.Context, ids []string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, id := range ids {
-		node := bus.ConnNode(id)
+		node := protocol.ConnNode(id)
 		delete(m.conns[node], id)
 		if len(m.conns[node]) == 0 {
 			delete(m.conns, node)
@@ -430,7 +430,7 @@ func (m *Memory) Conn(ctx context.Context, id string) (Conn, error) {
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	c, ok := m.conns[bus.ConnNode(id)][id]
+	c, ok := m.conns[protocol.ConnNode(id)][id]
 	if !ok {
 		return Conn{}, notFound(op, "conn", id)
 	}

@@ -30,7 +30,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // DefaultRedisPrefix is the key prefix used when none is configured.
@@ -719,7 +719,7 @@ func (r *Redis) RemoveConns(ctx context.Context, ids []string) error {
 		if err := checkConnID(op, id); err != nil {
 			return err
 		}
-		byNode[bus.ConnNode(id)] = append(byNode[bus.ConnNode(id)], id)
+		byNode[protocol.ConnNode(id)] = append(byNode[protocol.ConnNode(id)], id)
 	}
 	if len(byNode) == 0 {
 		return nil
@@ -742,7 +742,7 @@ func (r *Redis) Conn(ctx context.Context, id string) (Conn, error) {
 	if err := checkConnID(op, id); err != nil {
 		return Conn{}, err
 	}
-	data, err := r.c.HGet(ctx, r.connsKey(bus.ConnNode(id)), id).Result()
+	data, err := r.c.HGet(ctx, r.connsKey(protocol.ConnNode(id)), id).Result()
 	if errors.Is(err, redis.Nil) {
 		return Conn{}, notFound(op, "conn", id)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // Seed is a starting state for a store, read from YAML by LoadSeed or
@@ -116,7 +116,7 @@ func (s Seed) Validate() error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	name := func(key, v string) bool {
-		if err := bus.ValidName(v); err != nil {
+		if err := protocol.ValidName(v); err != nil {
 			bad(key, "%v", err)
 			return false
 		}

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"slices"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // DefaultTier is the default tier of a service created without one.
@@ -39,7 +39,7 @@ func conflict(op string, want, have int64) error {
 
 // checkName checks a service, tier, node or client name.
 func checkName(op, what, s string) error {
-	if err := bus.ValidName(s); err != nil {
+	if err := protocol.ValidName(s); err != nil {
 		return fmt.Errorf("%s: %w: %s: %w", op, ErrInvalid, what, err)
 	}
 	return nil
@@ -102,7 +102,7 @@ func checkClient(op string, c Client) error {
 }
 
 func checkConnID(op, id string) error {
-	if err := bus.ValidConnID(id); err != nil {
+	if err := protocol.ValidConnID(id); err != nil {
 		return fmt.Errorf("%s: %w: %w", op, ErrInvalid, err)
 	}
 	return nil
@@ -116,7 +116,7 @@ func checkConns(op string, conns []Conn) ([]Conn, error) {
 		if err := checkConnID(op, c.ID); err != nil {
 			return nil, err
 		}
-		node := bus.ConnNode(c.ID)
+		node := protocol.ConnNode(c.ID)
 		if c.Node == "" {
 			c.Node = node
 		} else if c.Node != node {

@@ -21,7 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // Errors returned by Verify and Issue. Verify's errors wrap exactly one of
@@ -94,7 +94,7 @@ func NewKeyring(services map[string][]Key) (*Keyring, error) {
 	}
 	slices.Sort(names)
 	for _, svc := range names {
-		if err := bus.ValidName(svc); err != nil {
+		if err := protocol.ValidName(svc); err != nil {
 			return nil, fmt.Errorf("services.%s: %w", svc, err)
 		}
 		for i, k := range services[svc] {
@@ -209,16 +209,16 @@ func (kr *Keyring) Issue(service, device string, o IssueOptions) (string, error)
 		return "", fmt.Errorf("%w %q", ErrNoSigner, service)
 	}
 	k := keys[0]
-	if err := bus.ValidName(device); err != nil {
+	if err := protocol.ValidName(device); err != nil {
 		return "", fmt.Errorf("token: device: %w", err)
 	}
 	if o.Tier != "" {
-		if err := bus.ValidName(o.Tier); err != nil {
+		if err := protocol.ValidName(o.Tier); err != nil {
 			return "", fmt.Errorf("token: tier: %w", err)
 		}
 	}
 	for _, g := range o.Groups {
-		if err := bus.ValidName(g); err != nil {
+		if err := protocol.ValidName(g); err != nil {
 			return "", fmt.Errorf("token: group: %w", err)
 		}
 	}
@@ -318,16 +318,16 @@ func (kr *Keyring) Verify(raw string) (*Claims, error) {
 		// A key of one service never vouches for another.
 		return nil, fmt.Errorf("%w: key %q belongs to service %q, token claims %q", ErrSignature, used.id, used.service, c.Service)
 	}
-	if err := bus.ValidName(c.Subject); err != nil {
+	if err := protocol.ValidName(c.Subject); err != nil {
 		return nil, fmt.Errorf("%w: sub: %w", ErrClaims, err)
 	}
 	if c.Tier != "" {
-		if err := bus.ValidName(c.Tier); err != nil {
+		if err := protocol.ValidName(c.Tier); err != nil {
 			return nil, fmt.Errorf("%w: tier: %w", ErrClaims, err)
 		}
 	}
 	for _, g := range c.Groups {
-		if err := bus.ValidName(g); err != nil {
+		if err := protocol.ValidName(g); err != nil {
 			return nil, fmt.Errorf("%w: grp: %w", ErrClaims, err)
 		}
 	}

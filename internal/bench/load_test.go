@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 )
 
 var ackedReply = []byte(`{"node":"n","final":true,"status":"acked","delivered":1,"acked":1,"results":{"ok":1}}`)
@@ -78,7 +78,7 @@ func runFakeNode(t *testing.T, nc *nats.Conn, delay time.Duration, drop func(n i
 }
 
 func TestClosedLoopDistinctConnections(t *testing.T) {
-	s := bustest.RunServer(t)
+	s := natstest.RunServer(t)
 	f := runFakeNode(t, connect(t, s.ClientURL()), 2*time.Millisecond, nil)
 	p, err := newPusher(connect(t, s.ClientURL()), subjects(50), time.Second)
 	if err != nil {
@@ -115,7 +115,7 @@ func TestClosedLoopDistinctConnections(t *testing.T) {
 }
 
 func TestPacedSendsOnSchedule(t *testing.T) {
-	s := bustest.RunServer(t)
+	s := natstest.RunServer(t)
 	f := runFakeNode(t, connect(t, s.ClientURL()), 0, nil)
 	p, err := newPusher(connect(t, s.ClientURL()), subjects(100), time.Second)
 	if err != nil {
@@ -146,7 +146,7 @@ func TestPacedSendsOnSchedule(t *testing.T) {
 // A push nobody answers is counted lost after the expiry, and the closed
 // loop goes on with another; no responders is an outcome of its own.
 func TestLostAndNoResponders(t *testing.T) {
-	s := bustest.RunServer(t)
+	s := natstest.RunServer(t)
 	runFakeNode(t, connect(t, s.ClientURL()), 0, func(n int) bool { return n%10 == 0 })
 	p, err := newPusher(connect(t, s.ClientURL()), subjects(50), time.Second)
 	if err != nil {

@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 
-	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/bus/natsserver"
 )
 
 func init() {
@@ -69,12 +71,13 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	sc := bus.ServerConfig{
-		Host: *host, Port: natsPort(*port), HTTPPort: natsPort(*httpPort),
-		ClusterName: *clusterName, ClusterPort: natsPort(*clusterPort), Routes: routes,
+	sc := natsserver.Config{
+		Listen:      listenAddr(*host, *port),
+		HTTPListen:  listenAddr(*host, *httpPort),
+		ClusterName: *clusterName, ClusterListen: listenAddr(*host, *clusterPort), Routes: routes,
 		ServerName: *name, MaxPayload: int32(*maxPayload), User: *user, Password: *password, Logs: *logs,
 	}
-	s, err := bus.StartServer(sc, log)
+	s, err := natsserver.Start(sc, log)
 	if err != nil {
 		return err
 	}
@@ -92,15 +95,11 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 	return nil
 }
 
-// natsPort maps a port flag (0 any free port, -1 off) onto
-// bus.ServerConfig's convention (RandomPort any free port, 0 off or
-// default).
-func natsPort(p int) int {
-	switch p {
-	case 0:
-		return bus.RandomPort
-	case -1:
-		return 0
+// listenAddr turns a port flag (0 any free port, -1 off) into a listen
+// address ("" for off).
+func listenAddr(host string, port int) string {
+	if port < 0 {
+		return ""
 	}
-	return p
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }

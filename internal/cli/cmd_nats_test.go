@@ -70,7 +70,7 @@ func TestNATSCommandUsage(t *testing.T) {
 			t.Errorf("tether nats %v: exit %d, want 2 (%s)", args, got, stderr.String())
 		}
 	}
-	if natsPort(0) != -1 || natsPort(-1) != 0 || natsPort(4222) != 4222 {
-		t.Error("natsPort mapping")
+	if listenAddr("h", 0) != "h:0" || listenAddr("h", -1) != "" || listenAddr("h", 4222) != "h:4222" {
+		t.Error("listenAddr mapping")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/bus/natsserver"
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/node"
@@ -81,7 +82,7 @@ type Cluster struct {
 	subj  bus.Subjects
 	start time.Time
 
-	NATS      *bus.Server
+	NATS      *natsserver.Server
 	Store     store.Store
 	Nodes     []*node.Node
 	Directory *directory.Server
@@ -122,9 +123,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 
 	// NATS.
-	natsPort := anyPort(c.pickPort(o.NATSPort, "NATS"))
-	monPort := anyPort(c.pickPort(o.MonitorPort, "NATS monitoring"))
-	c.NATS, err = bus.StartServer(bus.ServerConfig{Host: o.Host, Port: natsPort, HTTPPort: monPort, ServerName: "tether-dev"}, o.Log)
+	c.NATS, err = natsserver.Start(natsserver.Config{
+		Listen:     c.addr(c.pickPort(o.NATSPort, "NATS")),
+		HTTPListen: c.addr(c.pickPort(o.MonitorPort, "NATS monitoring")),
+		ServerName: "tether-dev",
+	}, o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +287,7 @@ func (c *Cluster) pickPort(want int, what string) int {
 		return 0
 	}
 	for p := want; p < want+10; p++ {
-		if bus.PortFree(c.opts.Host, p) {
+		if natsserver.PortFree(c.opts.Host, p) {
 			if p != want {
 				c.Notes = append(c.Notes, fmt.Sprintf("%s: port %d is taken (another instance?); using %d", what, want, p))
 			}
@@ -295,13 +298,8 @@ func (c *Cluster) pickPort(want int, what string) int {
 	return 0
 }
 
-// anyPort turns port 0 into the embedded NATS server's "any free port".
-func anyPort(p int) int {
-	if p == 0 {
-		return bus.RandomPort
-	}
-	return p
-}
+// addr is the listen address of port on the cluster's host.
+func (c *Cluster) addr(port int) string { return net.JoinHostPort(c.opts.Host, strconv.Itoa(port)) }
 
 // seed applies the configuration's seed with the nodes' real URLs. Without
 // a seed, or when the seed names other nodes than the ones running, every

@@ -13,7 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/simulator"
@@ -44,7 +45,7 @@ func Keys(t testing.TB) *token.Keyring {
 // Env is one test's cluster.
 type Env struct {
 	t    testing.TB
-	NATS *bus.Server
+	NATS *natsserver.Server
 	// NC is a client connection for the test itself (the "app").
 	NC   *nats.Conn
 	Keys *token.Keyring
@@ -54,13 +55,13 @@ type Env struct {
 // New starts an embedded NATS server and returns the environment.
 func New(t testing.TB) *Env {
 	t.Helper()
-	return On(t, bustest.RunServer(t))
+	return On(t, natstest.RunServer(t))
 }
 
 // On returns an environment on an existing NATS server.
-func On(t testing.TB, s *bus.Server) *Env {
+func On(t testing.TB, s *natsserver.Server) *Env {
 	t.Helper()
-	return &Env{t: t, NATS: s, NC: bustest.Connect(t, s), Keys: Keys(t), Subj: bus.MustSubjects("")}
+	return &Env{t: t, NATS: s, NC: natstest.Connect(t, s), Keys: Keys(t), Subj: bus.MustSubjects("")}
 }
 
 // Log returns a logger for test components: quiet unless TETHER_TEST_LOG is set.
@@ -90,13 +91,13 @@ func FastConfig(id string) node.Config {
 
 // StartNode starts a node on the env's NATS server (or on server, when
 // given) and shuts it down when the test ends.
-func (e *Env) StartNode(cfg node.Config, server ...*bus.Server) *node.Node {
+func (e *Env) StartNode(cfg node.Config, server ...*natsserver.Server) *node.Node {
 	e.t.Helper()
 	srv := e.NATS
 	if len(server) > 0 {
 		srv = server[0]
 	}
-	nc := bustest.Connect(e.t, srv)
+	nc := natstest.Connect(e.t, srv)
 	n, err := node.New(cfg, node.Deps{NATS: nc, Keys: e.Keys, Log: Log()})
 	if err != nil {
 		e.t.Fatalf("testenv: node.New: %v", err)

@@ -1,4 +1,4 @@
-package bus_test
+package natsserver_test
 
 import (
 	"bytes"
@@ -16,12 +16,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tetherhq/tether/bus"
-	"github.com/tetherhq/tether/bus/bustest"
+	"github.com/tetherhq/tether/bus/natsserver"
+	"github.com/tetherhq/tether/bus/natsserver/natstest"
+	"github.com/tetherhq/tether/internal/testutil"
 )
 
 func TestStartServer(t *testing.T) {
-	s, err := bus.StartServer(bus.ServerConfig{Port: bus.RandomPort, ServerName: "solo", MaxPayload: 2048}, nil)
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", ServerName: "solo", MaxPayload: 2048}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +33,7 @@ func TestStartServer(t *testing.T) {
 	if s.MonitorURL() != "" || s.RouteURL() != "" || s.NumRoutes() != 0 {
 		t.Fatalf("monitoring %q, route %q, %d routes: want none", s.MonitorURL(), s.RouteURL(), s.NumRoutes())
 	}
-	nc := bustest.Connect(t, s)
+	nc := natstest.Connect(t, s)
 	if nc.MaxPayload() != 2048 {
 		t.Fatalf("max payload %d, want 2048", nc.MaxPayload())
 	}
@@ -52,7 +53,7 @@ func TestStartServer(t *testing.T) {
 }
 
 func TestMonitoring(t *testing.T) {
-	s := bustest.RunServer(t)
+	s := natstest.RunServer(t)
 	if !strings.HasPrefix(s.MonitorURL(), "http://127.0.0.1:") {
 		t.Fatalf("MonitorURL = %q", s.MonitorURL())
 	}
@@ -82,34 +83,34 @@ func TestStartServerPortTaken(t *testing.T) {
 	}
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
-	if bus.PortFree("127.0.0.1", port) {
+	if natsserver.PortFree("127.0.0.1", port) {
 		t.Fatal("PortFree says a port in use is free")
 	}
 	start := time.Now()
-	s, err := bus.StartServer(bus.ServerConfig{Port: port}, nil)
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:" + strconv.Itoa(port)}, nil)
 	if err == nil {
 		s.Shutdown()
 		t.Fatal("StartServer on a taken port succeeded")
 	}
-	if !errors.Is(err, bus.ErrPortTaken) || !strings.Contains(err.Error(), strconv.Itoa(port)) {
+	if !errors.Is(err, natsserver.ErrPortTaken) || !strings.Contains(err.Error(), strconv.Itoa(port)) {
 		t.Fatalf("StartServer on a taken port: %v", err)
 	}
 	if el := time.Since(start); el > time.Second {
 		t.Fatalf("took %v", el)
 	}
 	_ = l.Close()
-	if !bus.PortFree("127.0.0.1", port) {
+	if !natsserver.PortFree("127.0.0.1", port) {
 		t.Fatal("PortFree says a closed port is taken")
 	}
 }
 
 func TestShutdownFreesPort(t *testing.T) {
-	s, err := bus.StartServer(bus.ServerConfig{Port: bus.RandomPort}, nil)
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	port, _ := strconv.Atoi(s.ClientURL()[strings.LastIndex(s.ClientURL(), ":")+1:])
-	if bus.PortFree("127.0.0.1", port) {
+	if natsserver.PortFree("127.0.0.1", port) {
 		t.Fatal("the server's port is free while it runs")
 	}
 	nc, err := nats.Connect(s.ClientURL(), nats.NoReconnect())
@@ -125,7 +126,7 @@ func TestShutdownFreesPort(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("client not disconnected by Shutdown")
 	}
-	if !bus.PortFree("127.0.0.1", port) {
+	if !natsserver.PortFree("127.0.0.1", port) {
 		t.Fatal("port still taken after Shutdown")
 	}
 }
@@ -151,7 +152,7 @@ func (l *lockedBuffer) String() string {
 func TestServerLogs(t *testing.T) {
 	var buf lockedBuffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := bus.StartServer(bus.ServerConfig{Port: bus.RandomPort, Logs: true}, log)
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", Logs: true}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestServerLogs(t *testing.T) {
 
 	// Without Logs, nothing.
 	var quiet lockedBuffer
-	s, err = bus.StartServer(bus.ServerConfig{Port: bus.RandomPort}, slog.New(slog.NewTextHandler(&quiet, nil)))
+	s, err = natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0"}, slog.New(slog.NewTextHandler(&quiet, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestServerLogs(t *testing.T) {
 }
 
 func TestBadRoute(t *testing.T) {
-	_, err := bus.StartServer(bus.ServerConfig{Port: bus.RandomPort, ClusterPort: bus.RandomPort, Routes: []string{"nats-route://%zz"}}, nil)
+	_, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", ClusterListen: "127.0.0.1:0", Routes: []string{"nats-route://%zz"}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "route") {
 		t.Fatalf("bad route: %v", err)
 	}
@@ -182,7 +183,7 @@ func TestBadRoute(t *testing.T) {
 // TestCluster routes three servers together and checks that messages and
 // request/reply cross the routes.
 func TestCluster(t *testing.T) {
-	servers := bustest.RunCluster(t, 3)
+	servers := natstest.RunCluster(t, 3)
 	for i, s := range servers {
 		// Every server routes to both others once RunCluster returns.
 		if s.NumRoutes() != 2 {
@@ -192,7 +193,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("server %d RouteURL = %q", i, s.RouteURL())
 		}
 	}
-	a, c := bustest.Connect(t, servers[0]), bustest.Connect(t, servers[2])
+	a, c := natstest.Connect(t, servers[0]), natstest.Connect(t, servers[2])
 	if _, err := a.Subscribe("svc.echo", func(m *nats.Msg) { _ = m.Respond(append([]byte("echo "), m.Data...)) }); err != nil {
 		t.Fatal(err)
 	}
@@ -216,27 +217,10 @@ func TestCluster(t *testing.T) {
 	}
 	// A server leaving: the others lose their route to it.
 	servers[1].Shutdown()
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n0, n2 := servers[0].NumRoutes(), servers[2].NumRoutes(); n0 != 1 || n2 != 1 {
 			return fmt.Errorf("routes after a server left: %d, %d; want 1, 1", n0, n2)
 		}
 		return nil
 	})
-}
-
-// checkFor polls f every `every` until it returns nil, failing the test
-// with f's last error after total.
-func checkFor(t *testing.T, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
 }

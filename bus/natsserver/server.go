@@ -1,4 +1,12 @@
-package bus
+// Package natsserver runs a NATS server inside a tether process: the
+// single-binary default (`tether dev`, `tether nats`) and the tests. It is the
+// only package that links nats-server; clients (appsdk, the nodes'
+// connections) need only package bus.
+//
+// Addresses follow the project's one port convention: a listener is a
+// host:port string, port 0 picks any free port, and an optional listener
+// left empty is off.
+package natsserver
 
 import (
 	"errors"
@@ -12,23 +20,24 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// RandomPort, as a port in ServerConfig, asks for any free port.
-const RandomPort = -1
+// DefaultListen is the client address used when Config.Listen is empty.
+const DefaultListen = "127.0.0.1:4222"
 
-// ServerConfig configures an embedded NATS server. The zero value listens
-// on 127.0.0.1:4222 with no monitoring and no cluster.
-type ServerConfig struct {
-	// Host to listen on. Default 127.0.0.1.
-	Host string `yaml:"host"`
-	// Port for clients. 0 means 4222; RandomPort (-1) means any free port.
-	Port int `yaml:"port"`
-	// HTTPPort for the monitoring endpoints (/varz, /connz, /subsz, ...).
-	// 0 turns monitoring off; RandomPort means any free port.
-	HTTPPort int `yaml:"http_port"`
-	// ClusterName and ClusterPort enable clustering (routes) when
-	// ClusterPort is non-zero; RandomPort means any free port.
+// Config configures an embedded NATS server. The zero value listens on
+// DefaultListen with no monitoring and no cluster.
+type Config struct {
+	// Listen is the client address. Default DefaultListen; port 0 picks a
+	// free port (ClientURL tells which).
+	Listen string `yaml:"listen"`
+	// HTTPListen is the address of the monitoring endpoints (/varz, /connz,
+	// /subsz, ...). Default: none (monitoring off).
+	HTTPListen string `yaml:"http_listen"`
+	// ClusterListen is the address of the cluster (route) listener; setting
+	// it turns clustering on. Default: none.
+	ClusterListen string `yaml:"cluster_listen"`
+	// ClusterName names the cluster; every server of a cluster needs the
+	// same. Default "tether".
 	ClusterName string `yaml:"cluster_name"`
-	ClusterPort int    `yaml:"cluster_port"`
 	// Routes are the nats-route:// URLs of other servers of the cluster.
 	Routes []string `yaml:"routes"`
 	// ServerName shows in monitoring. Default: generated.
@@ -47,14 +56,46 @@ type Server struct {
 	ns *server.Server
 }
 
-// StartServer starts an embedded NATS server and waits until it accepts
-// clients.
-func StartServer(c ServerConfig, log *slog.Logger) (*Server, error) {
+// Errors.
+var (
+	// ErrPortTaken is returned when a listener's port is in use.
+	ErrPortTaken = errors.New("natsserver: port is taken")
+	// ErrNotReady is returned when the server does not come up in time.
+	ErrNotReady = errors.New("natsserver: server not ready")
+)
+
+// hostPort splits a listen address; port 0 becomes nats-server's
+// RANDOM_PORT.
+func hostPort(key, addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("natsserver: %s %q: %w", key, addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("natsserver: %s %q: bad port", key, addr)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// Start starts an embedded NATS server and waits until it accepts clients.
+func Start(c Config, log *slog.Logger) (*Server, error) {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	host, port, err := hostPort("listen", c.Listen)
+	if err != nil {
+		return nil, err
+	}
 	opts := &server.Options{
-		Host:       c.Host,
-		Port:       c.Port,
-		HTTPHost:   c.Host,
-		HTTPPort:   c.HTTPPort,
+		Host:       host,
+		Port:       port,
 		ServerName: c.ServerName,
 		MaxPayload: c.MaxPayload,
 		Username:   c.User,
@@ -62,36 +103,42 @@ func StartServer(c ServerConfig, log *slog.Logger) (*Server, error) {
 		NoSigs:     true,
 		NoLog:      !c.Logs,
 	}
-	if opts.Host == "" {
-		opts.Host = "127.0.0.1"
-		opts.HTTPHost = opts.Host
+	if c.HTTPListen != "" {
+		if opts.HTTPHost, opts.HTTPPort, err = hostPort("http_listen", c.HTTPListen); err != nil {
+			return nil, err
+		}
 	}
-	if opts.Port == 0 {
-		opts.Port = 4222
-	}
-	if c.ClusterPort != 0 {
+	if c.ClusterListen != "" {
 		opts.Cluster.Name = c.ClusterName
 		if opts.Cluster.Name == "" {
 			opts.Cluster.Name = "tether"
 		}
-		opts.Cluster.Host = opts.Host
-		opts.Cluster.Port = c.ClusterPort
+		if opts.Cluster.Host, opts.Cluster.Port, err = hostPort("cluster_listen", c.ClusterListen); err != nil {
+			return nil, err
+		}
 		for _, r := range c.Routes {
 			u, err := url.Parse(r)
 			if err != nil {
-				return nil, fmt.Errorf("bus: route %q: %w", r, err)
+				return nil, fmt.Errorf("natsserver: route %q: %w", r, err)
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
+	} else if len(c.Routes) > 0 {
+		return nil, errors.New("natsserver: routes need cluster_listen")
 	}
-	// nats-server waits out its whole start timeout when its port is
-	// taken; say so at once instead.
-	if opts.Port > 0 && !PortFree(opts.Host, opts.Port) {
-		return nil, fmt.Errorf("bus: embedded NATS: %s:%d: %w", opts.Host, opts.Port, ErrPortTaken)
+	// nats-server waits out its whole start timeout when a port is taken;
+	// say so at once instead.
+	for _, hp := range []struct {
+		host string
+		port int
+	}{{opts.Host, opts.Port}, {opts.HTTPHost, opts.HTTPPort}, {opts.Cluster.Host, opts.Cluster.Port}} {
+		if hp.port > 0 && !PortFree(hp.host, hp.port) {
+			return nil, fmt.Errorf("natsserver: %s: %w", net.JoinHostPort(hp.host, strconv.Itoa(hp.port)), ErrPortTaken)
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("bus: embedded NATS: %w", err)
+		return nil, fmt.Errorf("natsserver: %w", err)
 	}
 	if c.Logs {
 		if log == nil {
@@ -102,17 +149,10 @@ func StartServer(c ServerConfig, log *slog.Logger) (*Server, error) {
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("bus: embedded NATS on %s:%d did not start: %w", opts.Host, opts.Port, ErrServerNotReady)
+		return nil, fmt.Errorf("natsserver: on %s: %w", c.Listen, ErrNotReady)
 	}
 	return &Server{ns: ns}, nil
 }
-
-// ErrPortTaken is returned when an embedded server's port is in use.
-var ErrPortTaken = errors.New("port is taken")
-
-// ErrServerNotReady is returned when an embedded server does not come up
-// (most often because its port is taken).
-var ErrServerNotReady = errors.New("bus: server not ready (port taken?)")
 
 // ClientURL is the nats:// URL clients connect to.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
