@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/appsdk"
@@ -729,7 +731,7 @@ func TestClose(t *testing.T) {
 		_, err := vac.PushConn(context.Background(), w.Conn, []byte(`1`))
 		errc <- err
 	}()
-	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if appsdk.Pending(c) != 1 {
 			return errors.New("push not waiting yet")
 		}
@@ -798,7 +800,7 @@ func TestConnClosed(t *testing.T) {
 		_, err := vac.PushDevice(context.Background(), "stuck", []byte(`1`), appsdk.WithTimeout(time.Minute))
 		errc <- err
 	}()
-	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if appsdk.Pending(c) != 1 {
 			return errors.New("push not waiting yet")
 		}
@@ -916,7 +918,7 @@ func TestCluster(t *testing.T) {
 	// Interest crosses routes with a small delay: retry until it has.
 	eventually := func(what string, push func() (appsdk.Receipt, error), ok func(appsdk.Receipt) bool) {
 		t.Helper()
-		testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 			r, err := push()
 			if err != nil {
 				return err

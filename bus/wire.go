@@ -69,7 +69,6 @@ const (
 const (
 	ErrCodeTooLarge   = "too_large"
 	ErrCodeBadRequest = "bad_request"
-	ErrCodeSlow       = "slow_consumer"
 )
 
 // Reply is the JSON body a node sends to the reply subject of a push
@@ -141,8 +140,13 @@ type NodeStats struct {
 	At          time.Time               `json:"at"`
 	Connections int                     `json:"connections"`
 	Services    map[string]ServiceStats `json:"services"`
-	// CPU is the node process's CPU use over the last interval, in cores.
+	// CPU is the node's load: the share of the host's CPUs the node process
+	// used over the last second, from 0 to 1 (node.Load, the figure the
+	// registry, the directory and the balancer use too).
 	CPU float64 `json:"cpu"`
+	// Class and Capacity are the node's node.class and node.capacity.
+	Class    string `json:"class,omitempty"`
+	Capacity int    `json:"capacity,omitempty"`
 	// MemoryBytes is the Go runtime's memory obtained from the OS.
 	MemoryBytes uint64 `json:"memory_bytes"`
 	Goroutines  int    `json:"goroutines"`

@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/store"
 )
@@ -179,10 +180,12 @@ func pathNames(w http.ResponseWriter, r *http.Request, keys ...string) ([]string
 }
 
 // done finishes an admin change: refresh, announce, answer the version.
-func (s *Server) done(w http.ResponseWriter, r *http.Request) {
+func (s *Server) done(w http.ResponseWriter, r *http.Request) { s.doneWith(w, r, bus.ReasonAdmin) }
+
+func (s *Server) doneWith(w http.ResponseWriter, r *http.Request, reason string) {
 	ctx, cancel := s.storeCtx(r)
 	defer cancel()
-	v := s.changed(ctx)
+	v := s.changed(ctx, reason)
 	writeJSON(w, http.StatusOK, ChangeAnswer{Version: v})
 }
 
@@ -522,7 +525,7 @@ func (s *Server) adminSeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.clients.invalidate(time.Now().UnixNano())
-	s.done(w, r)
+	s.doneWith(w, r, bus.ReasonSeed)
 }
 
 // parseSeed decodes a seed strictly (unknown keys are errors) and

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/protocol"
-	"github.com/tetherhq/tether/store"
 )
 
 // Config configures a directory. Zero values mean the documented default;
@@ -94,10 +93,6 @@ func (c *Config) applyDefaults() {
 		c.ClientCacheSize = 1_000_000
 	}
 }
-
-// DeadAfter is how long after its last heartbeat a node is taken for dead
-// (store.DeadAfter, the rule the nodes use too).
-func DeadAfter(heartbeat time.Duration) time.Duration { return store.DeadAfter(heartbeat) }
 
 // Validate checks the configuration after defaults; errors name the key.
 func (c Config) Validate() error {

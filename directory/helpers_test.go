@@ -251,24 +251,6 @@ func getLookup(t testing.TB, base, query string) (lookup, answer) {
 	return l, a
 }
 
-// checkFor polls f every `every` until it returns nil, failing t after total.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		<-tick.C
-	}
-}
-
 func sameSet(got []string, want ...string) error {
 	if len(got) != len(want) {
 		return fmt.Errorf("got %v, want %v (any order)", got, want)

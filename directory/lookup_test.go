@@ -6,17 +6,8 @@ import (
 	"testing"
 
 	"github.com/tetherhq/tether/directory"
-	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/store"
 )
-
-func TestDeadAfterMatchesNode(t *testing.T) {
-	for _, hb := range []int64{1e8, 2e9, 3e10} {
-		if got, want := directory.DeadAfter(timeDur(hb)), node.DeadAfter(timeDur(hb)); got != want {
-			t.Errorf("DeadAfter(%v) = %v, node.DeadAfter = %v", timeDur(hb), got, want)
-		}
-	}
-}
 
 func TestLookupForms(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st store.Store) {

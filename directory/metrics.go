@@ -14,8 +14,6 @@ type metrics struct {
 	unavailable   atomic.Uint64
 	refreshes     atomic.Uint64
 	refreshErrors atomic.Uint64
-	reaped        atomic.Uint64
-	reapErrors    atomic.Uint64
 	negotiated    atomic.Uint64
 }
 
@@ -56,10 +54,10 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	p("tether_directory_refresh_errors_total %d", m.refreshErrors.Load())
 	p("# HELP tether_directory_reaped_connections_total Connections of dead nodes reaped by this directory.")
 	p("# TYPE tether_directory_reaped_connections_total counter")
-	p("tether_directory_reaped_connections_total %d", m.reaped.Load())
+	p("tether_directory_reaped_connections_total %d", s.reaper.Reaped())
 	p("# HELP tether_directory_reap_errors_total Failed attempts to reap dead nodes' connections.")
 	p("# TYPE tether_directory_reap_errors_total counter")
-	p("tether_directory_reap_errors_total %d", m.reapErrors.Load())
+	p("tether_directory_reap_errors_total %d", s.reaper.Failures())
 	p("# HELP tether_directory_negotiations_total Tokens issued by /v1/negotiate.")
 	p("# TYPE tether_directory_negotiations_total counter")
 	p("tether_directory_negotiations_total %d", m.negotiated.Load())

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
@@ -86,7 +88,7 @@ func TestReapDeadNodes(t *testing.T) {
 					t.Fatalf("unexpected or repeated event %s", m.Data)
 				}
 				got[ev.Conn] = true
-				if ev.Type != bus.EventDisconnected || ev.Reason != directory.ReasonNodeLost || ev.Service != c.Service ||
+				if ev.Type != bus.EventDisconnected || ev.Reason != bus.ReasonNodeLost || ev.Service != c.Service ||
 					ev.Device != c.Device || ev.Tier != c.Tier || ev.Node != protocol.ConnNode(c.ID) || !ev.Since.Equal(c.Since) {
 					t.Errorf("event %s for %+v", m.Data, c)
 				}
@@ -105,7 +107,7 @@ func TestReapDeadNodes(t *testing.T) {
 				t.Fatalf("reaped events: got %v, want %d", got, len(want))
 			}
 		}
-		checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 			for _, n := range []string{"dead", "left", "gone"} {
 				if cs, err := st.ConnsOfNode(ctx, n); err != nil || len(cs) != 0 {
 					return fmt.Errorf("%s still has %v (%v)", n, cs, err)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
@@ -48,7 +50,7 @@ func TestRefreshOnMapChangedEvent(t *testing.T) {
 		if err := nc.Publish(bus.MustSubjects("").MapChanged(), fmt.Appendf(nil, `{"version":%d}`, v)); err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "service=aircon", urls("a1", "f1")...))
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "service=aircon", urls("a1", "f1")...))
 
 		// Client mappings are re-read after an event too.
 		if err := st.PutClient(t.Context(), store.Client{ID: "dev-free", Service: "vacuum", Tier: "paid"}); err != nil {
@@ -57,7 +59,7 @@ func TestRefreshOnMapChangedEvent(t *testing.T) {
 		if err := nc.Publish(bus.MustSubjects("").MapChanged(), []byte(`{"version":0}`)); err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "client=dev-free", urls("p1", "p2")...))
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "client=dev-free", urls("p1", "p2")...))
 	})
 }
 
@@ -69,7 +71,7 @@ func TestRefreshPeriodic(t *testing.T) {
 		if err := st.Assign(t.Context(), "aircon", "free", "f2"); err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "service=aircon", urls("a1", "f2")...))
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "service=aircon", urls("a1", "f2")...))
 		// A node that was dead heartbeats again: it comes back.
 		if err := st.Assign(t.Context(), "aircon", "free", "d1"); err != nil {
 			t.Fatal(err)
@@ -77,7 +79,7 @@ func TestRefreshPeriodic(t *testing.T) {
 		if err := st.Heartbeat(t.Context(), "d1", store.Load{}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		checkFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "service=aircon", urls("a1", "f2", "d1")...))
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, lookupIs(t, base, "service=aircon", urls("a1", "f2", "d1")...))
 	})
 }
 
@@ -158,14 +160,14 @@ func TestStoreDown(t *testing.T) {
 	}()
 	defer func() { cancel(); <-beats }()
 
-	checkFor(t, 5*time.Second, 20*time.Millisecond, lookupIs(t, base, "service=vacuum", urls("f1", "f2")...))
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, lookupIs(t, base, "service=vacuum", urls("f1", "f2")...))
 	// Cache the clients we will ask for while Redis is down.
 	for _, q := range []string{"client=dev-paid", "client=nobody"} {
 		getLookup(t, base, q)
 	}
 
 	rs.Stop()
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		_, a := getLookup(t, base, "service=vacuum")
 		if a.Header.Get("X-Tether-Stale") != "true" {
 			return fmt.Errorf("no stale marker yet: %d %v", a.Status, a.Header)
@@ -227,9 +229,9 @@ func TestStoreDown(t *testing.T) {
 	rs.Restart()
 	// go-redis backs off dialing after a run of failed dials: wait until the
 	// store's client is through it.
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error { return st.Ping(t.Context()) })
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error { return st.Ping(t.Context()) })
 	seedMap(t, st)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		_, a := getLookup(t, base, "service=vacuum")
 		if a.Status != 200 || a.Header.Get("X-Tether-Stale") != "" {
 			return fmt.Errorf("still stale: %d %v %s", a.Status, a.Header, a.Body)

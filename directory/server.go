@@ -3,7 +3,6 @@ package directory
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/membership"
 	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/token"
 )
@@ -78,7 +78,7 @@ type Server struct {
 	stop       sync.Once
 	stopErr    error
 
-	reaper store.Reaper // reaper goroutine only
+	reaper membership.Reaper // reaper goroutine only
 }
 
 // health is the state of the store as the directory last saw it.
@@ -117,8 +117,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		nc:      d.NATS,
 		keys:    d.Keys,
 		log:     d.Log,
-		ttl:     DeadAfter(cfg.HeartbeatInterval),
-		reaper:  store.Reaper{TTL: DeadAfter(cfg.HeartbeatInterval)},
+		ttl:     store.DeadAfter(cfg.HeartbeatInterval),
 		secrets: make(map[string][32]byte, len(cfg.RegistrationSecrets)),
 		kick:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
@@ -133,6 +132,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("component", "directory")
+	s.reaper = membership.Reaper{Store: s.st, NATS: s.nc, Subjects: s.subj, TTL: s.ttl, Log: s.log}
 	for svc, secret := range cfg.RegistrationSecrets {
 		s.secrets[svc] = sha256.Sum256([]byte(secret))
 	}
@@ -179,12 +179,10 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if s.nc != nil {
 		sub, err := s.nc.Subscribe(s.subj.MapChanged(), func(m *nats.Msg) {
-			// Nodes announce their own comings and goings ({"node":...});
-			// only other changes (admin, seeds) may touch client mappings.
-			var who struct {
-				Node string `json:"node"`
-			}
-			if json.Unmarshal(m.Data, &who) != nil || who.Node == "" {
+			// Node comings and goings and balancer moves leave client
+			// mappings alone; admin changes (and anything unreadable)
+			// may have touched them.
+			if mc, err := bus.ParseMapChanged(m.Data); err != nil || mc.ClientsMayHaveChanged() {
 				s.clients.invalidate(time.Now().UnixNano())
 			}
 			select {
@@ -374,16 +372,13 @@ func (s *Server) refreshLoop() {
 // changed is called after every admin change: it refreshes the local copy
 // at once and tells the other directories (and anyone listening) on
 // tether.map.changed.
-func (s *Server) changed(ctx context.Context) int64 {
+func (s *Server) changed(ctx context.Context, reason string) int64 {
 	if err := s.Refresh(ctx); err != nil {
 		s.log.Warn("refresh after admin change failed", "err", err)
 	}
 	v := s.snapVersion()
 	if s.nc != nil {
-		b, _ := json.Marshal(struct {
-			Version int64 `json:"version"`
-		}{v})
-		if err := s.nc.Publish(s.subj.MapChanged(), b); err != nil {
+		if err := bus.PublishMapChanged(s.nc, s.subj, bus.MapChanged{Version: v, Source: bus.SourceDirectory, Reason: reason}); err != nil {
 			s.log.Warn("publish map change failed", "err", err)
 		}
 	}

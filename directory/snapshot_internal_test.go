@@ -31,7 +31,7 @@ func testMap(now time.Time) store.Map {
 
 func TestBuildOrdersAndFilters(t *testing.T) {
 	now := time.Now()
-	ttl := DeadAfter(2 * time.Second) // 5s
+	ttl := store.DeadAfter(2 * time.Second) // 5s
 	sn := build(testMap(now), now, ttl)
 	g := sn.services["s"].tiers["free"]
 	var ids []string
@@ -59,7 +59,7 @@ func TestBuildOrdersAndFilters(t *testing.T) {
 // down) it stays.
 func TestLivenessAtRequestTime(t *testing.T) {
 	now := time.Now()
-	ttl := DeadAfter(2 * time.Second)
+	ttl := store.DeadAfter(2 * time.Second)
 	sn := build(testMap(now), now, ttl)
 	g := sn.services["s"].tiers["free"]
 	if ms := g.live(now.UnixNano()); len(ms) != 3 {

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/bus/natsserver/natstest"
 	"github.com/tetherhq/tether/internal/testenv"
-	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/store/redistest"
@@ -38,18 +39,10 @@ func TestKilledNodeConnectionsAreReaped(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 
 	// The survivor, in this process.
-	nc := natstest.Connect(t, ns)
 	keys := testenv.Keys(t)
 	cfg := testenv.FastConfig("survivor")
 	cfg.HeartbeatInterval = heartbeat
-	survivor, err := node.New(cfg, node.Deps{NATS: nc, Keys: keys, Registry: st, Log: testenv.Log()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := survivor.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = survivor.Shutdown(context.Background()) })
+	testenv.On(t, ns).StartMember(cfg, st)
 
 	// The victim: `tether node` in a child process.
 	cfgFile := filepath.Join(t.TempDir(), "tether.yaml")
@@ -63,12 +56,12 @@ func TestKilledNodeConnectionsAreReaped(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
 	var victimURL string
-	testenv.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		n, err := st.Node(ctx, "victim")
 		if err != nil {
 			return fmt.Errorf("victim not registered: %w (stderr: %s)", err, stderr.String())
 		}
-		if !n.Live(time.Now(), node.DeadAfter(heartbeat)) {
+		if !n.Live(time.Now(), store.DeadAfter(heartbeat)) {
 			return errors.New("victim not live yet")
 		}
 		victimURL = n.URL
@@ -92,7 +85,7 @@ func TestKilledNodeConnectionsAreReaped(t *testing.T) {
 		_, w := env.Device(simulator.DeviceConfig{Service: "vacuum", Token: tok, Nodes: []string{victimURL}}, dev)
 		conns[w.Conn] = true
 	}
-	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		cs, err := st.ConnsOfNode(ctx, "victim")
 		if err != nil || len(cs) != 3 {
 			return fmt.Errorf("registry has %d connections of the victim (%v)", len(cs), err)
@@ -112,7 +105,7 @@ func TestKilledNodeConnectionsAreReaped(t *testing.T) {
 	}
 	// The documented bound: dead after DeadAfter, reaped by the next
 	// heartbeat round; plus a little for processing under the race detector.
-	limit := node.DeadAfter(heartbeat) + heartbeat + 500*time.Millisecond
+	limit := store.DeadAfter(heartbeat) + heartbeat + 500*time.Millisecond
 	for len(conns) > 0 {
 		m, err := events.NextMsg(time.Until(killed.Add(limit)))
 		if err != nil {

@@ -175,6 +175,12 @@ func (c *Config) applyDefaults() {
 	}
 }
 
+// ShutdownGraceOrDefault returns ShutdownGrace, or its default when unset.
+func (c Config) ShutdownGraceOrDefault() time.Duration {
+	c.applyDefaults()
+	return c.ShutdownGrace
+}
+
 // Validate checks the configuration after defaults; errors name the key.
 func (c Config) Validate() error {
 	c.applyDefaults()

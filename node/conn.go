@@ -179,7 +179,7 @@ func (c *conn) writeLocked(frame []byte) (sendResult, writeFollowUp) {
 func (c *conn) afterWrite(f writeFollowUp) {
 	switch f {
 	case followStartWriter:
-		go c.writeLoop()
+		c.startWriter()
 	case followWriteError:
 		c.terminate(protocol.CloseInternal, "write_error", false)
 		_ = c.nc.Close() // also when a close was already under way
@@ -224,7 +224,19 @@ func (c *conn) sendLast(frames ...[]byte) {
 	c.writing = true
 	c.wmu.Unlock()
 	if start {
-		go c.writeLoop()
+		c.startWriter()
+	}
+}
+
+// startWriter runs writeLoop on a goroutine the node owns. When the node
+// is past starting goroutines (the very end of Shutdown, when every
+// connection is closed already), the socket is closed instead.
+func (c *conn) startWriter() {
+	if !c.n.spawn(c.writeLoop) {
+		c.wmu.Lock()
+		c.wclosed, c.wq, c.writing = true, nil, false
+		c.wmu.Unlock()
+		_ = c.nc.Close()
 	}
 }
 

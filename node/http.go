@@ -33,11 +33,11 @@ func (n *Node) startHTTP() error {
 	}
 	n.httpLn = ln
 	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
+	n.spawn(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Warn("metrics server stopped", "err", err)
 		}
-	}()
+	})
 	return nil
 }
 

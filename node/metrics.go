@@ -5,7 +5,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/tetherhq/tether/bus"
@@ -159,22 +158,23 @@ func (n *Node) trimLoop() {
 	}
 }
 
-// statsLoop publishes NodeStats every StatsInterval.
+// statsLoop samples the load every loadWindow and publishes NodeStats
+// every StatsInterval.
 func (n *Node) statsLoop() {
-	t := time.NewTicker(n.cfg.StatsInterval)
-	defer t.Stop()
+	sample := time.NewTicker(loadWindow)
+	defer sample.Stop()
+	publish := time.NewTicker(n.cfg.StatsInterval)
+	defer publish.Stop()
 	prev := map[string][3]int64{}
-	lastCPU, lastAt := cpuTime(), time.Now()
 	for {
 		select {
 		case <-n.quit:
 			return
-		case now := <-t.C:
-			cpu := cpuTime()
+		case now := <-sample.C:
+			n.load.sample(now)
+		case now := <-publish.C:
 			st := n.snapshotStats(now, prev)
-			st.CPU = (cpu - lastCPU).Seconds() / now.Sub(lastAt).Seconds()
-			lastCPU, lastAt = cpu, now
-			_ = n.nc.Publish(n.subj.NodeStats(n.cfg.ID), mustJSON(st))
+			_ = bus.PublishNodeStats(n.nc, n.subj, st)
 		}
 	}
 }
@@ -185,6 +185,7 @@ func (n *Node) snapshotStats(now time.Time, prev map[string][3]int64) bus.NodeSt
 	st := bus.NodeStats{
 		Node: n.cfg.ID, URL: n.url, At: now.UTC(), Services: map[string]bus.ServiceStats{},
 		MemoryBytes: ms.Sys, Goroutines: runtime.NumGoroutine(), IntervalMS: n.cfg.StatsInterval.Milliseconds(),
+		CPU: n.Load(), Class: n.cfg.Class, Capacity: n.cfg.Capacity,
 	}
 	for _, c := range n.hub.appendAll(nil) {
 		s := st.Services[c.service]
@@ -209,13 +210,4 @@ func (n *Node) snapshotStats(now time.Time, prev map[string][3]int64) bus.NodeSt
 	}
 	n.metrics.svcMu.RUnlock()
 	return st
-}
-
-// cpuTime is the CPU time the process used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

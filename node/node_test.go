@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 
@@ -25,7 +27,6 @@ import (
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/simulator"
-	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/token"
 )
 
@@ -254,7 +255,7 @@ func TestAckTimeoutAndClosedBeforeAck(t *testing.T) {
 		r, _ := request(t, e.NC, e.Subj.Conn("vacuum", w.Conn), []byte(`2`), nats.Header{bus.HeaderTimeout: {"4000"}})
 		replies <- r
 	}()
-	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n1.Stats().Pending == 0 {
 			return errors.New("push not pending yet")
 		}
@@ -618,7 +619,7 @@ func TestShutdownMovesDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, d := range devs {
-		testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 			if w, ok := d.Welcome(); !ok || w.Node != "n2" {
 				return fmt.Errorf("device %d not on n2 yet (%+v)", i, w)
 			}
@@ -796,90 +797,12 @@ func TestParallelFanOut(t *testing.T) {
 	if err != nil || r.Status != bus.StatusSent || r.Delivered != 9 {
 		t.Fatalf("no-ack reply = %+v, %v", r, err)
 	}
-	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if got.Load() != 18 {
 			return fmt.Errorf("devices got %d pushes, want 18", got.Load())
 		}
 		return nil
 	})
-}
-
-// The node is the authority on its URL: a seed or an operator that writes
-// another one while it runs is corrected within a few heartbeats.
-func TestNodePutsItsURLBack(t *testing.T) {
-	e := testenv.New(t)
-	st := store.NewMemory()
-	cfg := testenv.FastConfig("n1")
-	cfg.HeartbeatInterval = 20 * time.Millisecond
-	n, err := node.New(cfg, node.Deps{NATS: e.NC, Keys: e.Keys, Registry: st, Log: testenv.Log()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown(context.Background())
-	ctx := context.Background()
-	rec, err := st.Node(ctx, "n1")
-	if err != nil || rec.URL != n.URL() || rec.State != store.StateActive {
-		t.Fatalf("registered %+v, %v", rec, err)
-	}
-	rec.URL = "ws://placeholder.example:1/ws"
-	if err := st.PutNode(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
-	testenv.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if rec, _ := st.Node(ctx, "n1"); rec.URL != n.URL() {
-			return fmt.Errorf("registry URL %q", rec.URL)
-		}
-		return nil
-	})
-	// Draining on shutdown, then gone from the live set.
-	if err := n.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ = st.Node(ctx, "n1")
-	if rec.State != store.StateDraining || rec.Live(time.Now(), time.Hour) {
-		t.Fatalf("after shutdown: %+v", rec)
-	}
-	// A standby node that stops stays standby (draining is for active ones).
-	if err := st.SetNodeState(ctx, "n1", store.StateStandby); err != nil {
-		t.Fatal(err)
-	}
-	n3, err := node.New(cfg, node.Deps{NATS: e.NC, Keys: e.Keys, Registry: st, Log: testenv.Log()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n3.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := n3.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if rec, _ = st.Node(ctx, "n1"); rec.State != store.StateStandby {
-		t.Fatalf("standby node after a graceful stop: %+v", rec)
-	}
-	// Started again, it is active again; a state an operator set survives.
-	for _, tc := range []struct{ before, after store.NodeState }{
-		{store.StateDraining, store.StateActive},
-		{store.StateStandby, store.StateStandby},
-	} {
-		if err := st.SetNodeState(ctx, "n1", tc.before); err != nil {
-			t.Fatal(err)
-		}
-		n2, err := node.New(cfg, node.Deps{NATS: e.NC, Keys: e.Keys, Registry: st, Log: testenv.Log()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n2.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		rec, _ = st.Node(ctx, "n1")
-		_ = n2.Shutdown(ctx)
-		if rec.State != tc.after || !rec.Live(time.Now(), time.Minute) {
-			t.Fatalf("restarted from %s: %+v", tc.before, rec)
-		}
-	}
 }
 
 // A malformed ack is refused without counting; a late ack is told so.

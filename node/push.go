@@ -1,9 +1,6 @@
 package node
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"runtime"
 	"strconv"
@@ -38,7 +35,7 @@ func (n *Node) handlePush(m *nats.Msg) {
 		return
 	}
 	if ctl := m.Header.Get(bus.HeaderControl); ctl != "" {
-		n.control(t, m, ctl)
+		n.onControl(t, m, ctl)
 		return
 	}
 	if len(m.Data) > n.cfg.MaxPushBytes {
@@ -268,61 +265,6 @@ func (n *Node) onAck(c *conn, f *protocol.Frame) {
 		}
 	}
 	p.mu.Unlock()
-}
-
-// control handles node-to-node control messages sent on push subjects.
-func (n *Node) control(t bus.Target, m *nats.Msg, ctl string) {
-	if ctl != bus.ControlTakeover || t.Kind != bus.TargetDevice {
-		n.reject(m, bus.ErrCodeBadRequest)
-		return
-	}
-	newConn := m.Header.Get(bus.HeaderConn)
-	sinceHdr := m.Header.Get(headerSince)
-	if !n.takeoverSig.verify(t.Service, t.Key, newConn, sinceHdr, m.Header.Get(headerControlSig)) {
-		n.metrics.badControl.Add(1)
-		n.reject(m, bus.ErrCodeBadRequest)
-		return
-	}
-	since, _ := strconv.ParseInt(sinceHdr, 10, 64)
-	bufp := connPool.Get().(*[]*conn)
-	cs := n.hub.appendKey((*bufp)[:0], deviceKey(t.Service, t.Key))
-	for _, c := range cs {
-		if c.id != newConn && c.since <= since {
-			n.metrics.replaced.Add(1)
-			c.fail(protocol.CloseReplaced, "replaced", "a newer connection of this device ("+newConn+") took over")
-		}
-	}
-	clear(cs)
-	*bufp = cs[:0]
-	connPool.Put(bufp)
-}
-
-// headerControlSig authenticates a control message: the HMAC-SHA256, keyed
-// with node.cluster_secret, of its fields.
-const headerControlSig = "Tether-Control-Sig"
-
-// signer signs and checks takeover messages. With no secret it signs
-// nothing and accepts everything (the node warns at start).
-type signer struct{ key []byte }
-
-func (s signer) mac(service, device, conn, since string) string {
-	h := hmac.New(sha256.New, s.key)
-	h.Write([]byte(bus.ControlTakeover + "\x00" + service + "\x00" + device + "\x00" + conn + "\x00" + since))
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
-}
-
-func (s signer) sign(service, device, conn, since string) string {
-	if len(s.key) == 0 {
-		return ""
-	}
-	return s.mac(service, device, conn, since)
-}
-
-func (s signer) verify(service, device, conn, since, sig string) bool {
-	if len(s.key) == 0 {
-		return true
-	}
-	return hmac.Equal([]byte(sig), []byte(s.mac(service, device, conn, since)))
 }
 
 // reject answers a push the node refuses.

@@ -28,7 +28,7 @@ type reader interface {
 type goroutineReader struct{}
 
 func (goroutineReader) add(c *conn) error {
-	go func() {
+	c.n.spawn(func() {
 		buf := make([]byte, 4096)
 		for {
 			n, err := c.nc.Read(buf)
@@ -43,7 +43,7 @@ func (goroutineReader) add(c *conn) error {
 				return
 			}
 		}
-	}()
+	})
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
@@ -109,6 +110,7 @@ func (s *subs) closeAll() {
 // confirmed by the server share one round trip.
 type flusher struct {
 	nc      *nats.Conn
+	spawn   func(func()) bool
 	mu      sync.Mutex
 	waiters []func(error)
 	running bool
@@ -123,10 +125,19 @@ func (f *flusher) flushAsync(done func(error)) {
 	start := !f.running
 	f.running = true
 	f.mu.Unlock()
-	if start {
-		go f.loop()
+	if start && !f.spawn(f.loop) {
+		f.mu.Lock()
+		w := f.waiters
+		f.waiters, f.running = nil, false
+		f.mu.Unlock()
+		for _, done := range w {
+			done(errStopping)
+		}
 	}
 }
+
+// errStopping is what flushes requested during the node's stop fail with.
+var errStopping = errors.New("node: stopping")
 
 func (f *flusher) loop() {
 	for {

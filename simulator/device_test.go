@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
@@ -129,7 +131,7 @@ func TestDevicePushesAndUpstream(t *testing.T) {
 			if r.Status != bus.StatusSent || r.Delivered != 1 {
 				t.Fatalf("no-ack push reply = %+v", r)
 			}
-			testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 				if s := d.Stats(); s.Pushes != 3 || s.Acks != 2 {
 					return fmt.Errorf("stats %+v", s)
 				}
@@ -168,7 +170,7 @@ func TestDevicePushesAndUpstream(t *testing.T) {
 					t.Fatalf("upstream %d = %q %v, want %q", i, m.Data, m.Header, want)
 				}
 			}
-			testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 				mu.Lock()
 				defer mu.Unlock()
 				if len(acked) != len(bodies) {
@@ -214,7 +216,7 @@ func TestDeviceReconnectsAfterDrop(t *testing.T) {
 		t.Fatal("the drop went unnoticed")
 	}
 	var w2 protocol.Frame
-	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		var ok bool
 		if w2, ok = d.Welcome(); !ok || w2.Conn == w1.Conn {
 			return fmt.Errorf("not reconnected (%+v)", d.Stats())
@@ -249,7 +251,7 @@ func TestDeviceDetectsDeadNode(t *testing.T) {
 	}
 	p.freezeAll()
 	frozen := time.Now()
-	testenv.CheckFor(t, 8*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 8*time.Second, 10*time.Millisecond, func() error {
 		if w, ok := d.Welcome(); !ok || w.Conn == w1.Conn {
 			return fmt.Errorf("still on the dead connection (%+v)", d.Stats())
 		}
@@ -280,7 +282,7 @@ func TestDeviceMovesOnShutdown(t *testing.T) {
 	if err := n1.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if w, ok := d.Welcome(); !ok || w.Node != "n2" {
 			return fmt.Errorf("not on n2 (%+v)", w)
 		}
@@ -316,7 +318,7 @@ func TestDeviceReconnectFrame(t *testing.T) {
 	if waited := times[1].Sub(times[0]); waited < afterMS*time.Millisecond-20*time.Millisecond || waited > afterMS*time.Millisecond+3*time.Second {
 		t.Fatalf("left %v after the reconnect frame, want about %dms", waited, afterMS)
 	}
-	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if w, ok := d.Welcome(); !ok || w.Node != "n2" {
 			return fmt.Errorf("not on n2 (%+v)", w)
 		}
@@ -443,7 +445,7 @@ func TestBackoffGrows(t *testing.T) {
 		Nodes: []string{url}, MinBackoff: 5 * time.Millisecond, MaxBackoff: 10 * time.Second})
 	run(t, d)
 	// The first rounds wait at most 5, 10, 20, 40ms: three come quickly.
-	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if n := accepts(); n < 3 {
 			return fmt.Errorf("%d attempts", n)
 		}
@@ -467,7 +469,7 @@ func TestBackoffIsCapped(t *testing.T) {
 	run(t, d)
 	// Rounds wait at most 20ms: 25 take well under 2s... unless the
 	// backoff keeps doubling (then the 12th alone may wait 10s).
-	testenv.CheckFor(t, 3*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 3*time.Second, 5*time.Millisecond, func() error {
 		if n := accepts(); n < 25 {
 			return fmt.Errorf("%d attempts", n)
 		}
@@ -486,7 +488,7 @@ func TestBackoffResets(t *testing.T) {
 		Nodes: []string{p.url()}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Second})
 	run(t, d)
 	// Seven failed rounds: the backoff is up to 1.28s.
-	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if n := p.numAccepts(); n < 7 {
 			return fmt.Errorf("%d attempts", n)
 		}
@@ -501,7 +503,7 @@ func TestBackoffResets(t *testing.T) {
 	// Reset: the next rounds wait at most 10 (after a drop), then 10, 20,
 	// 40, 80ms: five attempts well within 1.5s. Not reset, they would wait
 	// up to 2.56s, 5.12s, 10s, 10s (all under 1.5s: p < 0.002).
-	testenv.CheckFor(t, 1500*time.Millisecond, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 1500*time.Millisecond, 5*time.Millisecond, func() error {
 		if n := p.numAccepts() - before; n < 5 {
 			return fmt.Errorf("%d attempts since the drop", n)
 		}
@@ -611,7 +613,7 @@ func TestDeviceCloseReconnects(t *testing.T) {
 	errc := run(t, d)
 	w1 := waitConnected(t, d)
 	d.Close()
-	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if w, ok := d.Welcome(); !ok || w.Conn == w1.Conn {
 			return errors.New("not reconnected")
 		}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/bus"
@@ -105,7 +107,7 @@ func TestFleet(t *testing.T) {
 	}
 	start := time.Now()
 	stop, done := runFleet(t, f)
-	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if s := f.Stats(); s.Connected != devices {
 			return fmt.Errorf("%d/%d connected", s.Connected, devices)
 		}
@@ -148,7 +150,7 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("push to all of %s: %+v", svc, r)
 		}
 	}
-	testenv.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		s := f.Stats()
 		if s.Pushes != devices || s.Acks != devices {
 			return fmt.Errorf("stats %+v", s)
@@ -227,7 +229,7 @@ func TestFleetStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	runFleet(t, f)
-	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if s := f.Stats(); s.Connected != 2 || s.Stopped != 2 {
 			return fmt.Errorf("stats %+v", s)
 		}

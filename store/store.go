@@ -69,6 +69,12 @@ type Node struct {
 	Heartbeat time.Time `json:"heartbeat,omitzero"`
 }
 
+// DeadAfter is how long after its last heartbeat a node is taken for dead,
+// given the heartbeat interval: two intervals plus a one-second margin.
+// Every process judges liveness with it (nodes' reapers, directories, the
+// balancer), from the heartbeat interval they are configured with.
+func DeadAfter(heartbeat time.Duration) time.Duration { return 2*heartbeat + time.Second }
+
 // Live reports whether the node's last heartbeat is younger than ttl.
 func (n Node) Live(now time.Time, ttl time.Duration) bool {
 	return !n.Heartbeat.IsZero() && now.Sub(n.Heartbeat) < ttl

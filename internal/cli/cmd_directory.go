@@ -5,13 +5,10 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/directory"
-	"github.com/tetherhq/tether/internal/config"
-	"github.com/tetherhq/tether/store"
+	"github.com/tetherhq/tether/internal/process"
 )
 
 func init() {
@@ -31,48 +28,16 @@ func runDirectory(ctx context.Context, io IO, args []string) error {
 	if err != nil {
 		return err
 	}
+	env := process.Env{Config: cfg, Log: log}
+	dcfg := process.DirectoryConfig(env)
 	if *listen != "" {
-		cfg.Directory.Listen = *listen
+		dcfg.Listen = *listen
 	}
-	if err := errors.Join(cfg.ValidateCommon(), directoryConfig(cfg).Validate()); err != nil {
-		return err
-	}
-	if cfg.Store.Redis == nil {
-		return errors.New("store.redis is not configured: a standalone directory needs the shared Redis (tether dev runs everything in one process instead)")
-	}
-	keys, err := cfg.Keyring()
+	p, err := process.NewDirectory(env, dcfg, *seed)
 	if err != nil {
 		return err
 	}
-	subj, err := cfg.NATS.Subjects()
-	if err != nil {
-		return err
-	}
-	st, err := store.OpenRedis(ctx, *cfg.Store.Redis)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if *seed {
-		if cfg.Seed == nil {
-			return errors.New("--seed: the configuration has no seed section")
-		}
-		if err := cfg.Seed.Apply(ctx, st); err != nil {
-			return err
-		}
-		log.Info("seed applied")
-	}
-	var nc *nats.Conn
-	nc, err = bus.Connect(ctx, cfg.NATS, "tether-directory", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	d, err := directory.New(directoryConfig(cfg), directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log})
-	if err != nil {
-		return err
-	}
-	return d.Run(ctx)
+	return process.Run(ctx, p, 10*time.Second)
 }
 
 func runAdmin(ctx context.Context, io IO, args []string) error {
@@ -113,16 +78,4 @@ func adminURLFlag(args []string) bool {
 		}
 	}
 	return false
-}
-
-// directoryConfig is the directory section with the registration secrets
-// of the services section merged in (directory.registration_secrets wins).
-func directoryConfig(cfg *config.File) directory.Config {
-	d := cfg.Directory
-	secrets := cfg.RegistrationSecrets()
-	for svc, s := range d.RegistrationSecrets {
-		secrets[svc] = s
-	}
-	d.RegistrationSecrets = secrets
-	return d
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -11,9 +10,8 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/internal/config"
-	"github.com/tetherhq/tether/node"
+	"github.com/tetherhq/tether/internal/process"
 	"github.com/tetherhq/tether/store"
 )
 
@@ -49,38 +47,11 @@ func runNode(ctx context.Context, io IO, args []string) error {
 	if *metrics != "" {
 		cfg.Node.MetricsListen = *metrics
 	}
-	if err := errors.Join(cfg.ValidateCommon(), cfg.Node.Validate()); err != nil {
-		return err
-	}
-	keys, err := cfg.Keyring()
-	if err != nil {
-		return err
-	}
-	subj, err := cfg.NATS.Subjects()
-	if err != nil {
-		return err
-	}
-	nc, err := bus.Connect(ctx, cfg.NATS, "tether-node-"+cfg.Node.ID, log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	var reg node.Registry
-	if cfg.Store.Redis != nil {
-		st, err := store.OpenRedis(ctx, *cfg.Store.Redis)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		reg = st
-	} else {
-		log.Warn("no store.redis configured: this node is not registered, so the directory will not list it")
-	}
 	if cfg.Node.IdleTrim == 0 {
 		// A node process of its own: give memory back after connect storms.
 		cfg.Node.IdleTrim = 3 * time.Second
 	}
-	n, err := node.New(cfg.Node, node.Deps{NATS: nc, Subjects: &subj, Keys: keys, Registry: reg, Log: log})
+	p, err := process.NewNode(process.Env{Config: cfg, Log: log}, cfg.Node)
 	if err != nil {
 		return err
 	}
@@ -100,7 +71,7 @@ func runNode(ctx context.Context, io IO, args []string) error {
 			_ = f.Close()
 		}()
 	}
-	return n.Run(ctx)
+	return process.Run(ctx, p, cfg.Node.ShutdownGraceOrDefault()+10*time.Second)
 }
 
 // serverFlags are the flags `tether node` and `tether directory` share.

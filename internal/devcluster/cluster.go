@@ -20,6 +20,7 @@ import (
 	"github.com/tetherhq/tether/bus/natsserver"
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/process"
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/store"
@@ -92,9 +93,11 @@ type Cluster struct {
 	// Notes are remarks for the operator, such as a port that was taken.
 	Notes []string
 
-	conns  []*nats.Conn
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	nodeProcs []*process.Node
+	dirProc   *process.Directory
+	conns     []*nats.Conn
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // Start brings the whole cluster up. Stop tears it down.
@@ -145,7 +148,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		c.Store = store.NewMemory()
 	}
 
-	// Edge nodes.
+	// Edge nodes, and the directory, wired as their commands wire them.
+	env := process.Env{Config: o.Config, Log: o.Log, Store: c.Store, NATSURLs: natsCfg.URLs}
 	for i := range o.Nodes {
 		ncfg := o.Config.Node
 		ncfg.ID = "node-" + strconv.Itoa(i+1)
@@ -153,43 +157,29 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		if o.NodePort > 0 {
 			port = c.pickPort(o.NodePort+i, ncfg.ID)
 		}
-		ncfg.Listen = net.JoinHostPort(o.Host, strconv.Itoa(port))
-		nc, err := c.connect(ctx, natsCfg, "tether-dev-"+ncfg.ID)
+		ncfg.Listen = c.addr(port)
+		p, err := process.NewNode(env, ncfg)
 		if err != nil {
 			return nil, err
 		}
-		n, err := node.New(ncfg, node.Deps{NATS: nc, Subjects: &c.subj, Keys: c.keys, Registry: c.Store, Log: o.Log})
-		if err != nil {
+		if err := p.Start(ctx); err != nil {
 			return nil, err
 		}
-		if err := n.Start(ctx); err != nil {
-			return nil, err
-		}
-		c.Nodes = append(c.Nodes, n)
+		c.nodeProcs = append(c.nodeProcs, p)
+		c.Nodes = append(c.Nodes, p.Node())
 	}
 	if err := c.seed(ctx); err != nil {
 		return nil, err
 	}
-
-	// Directory.
-	dcfg := o.Config.Directory
-	dcfg.Listen = net.JoinHostPort(o.Host, strconv.Itoa(c.pickPort(o.DirectoryPort, "directory")))
-	secrets := o.Config.RegistrationSecrets()
-	for svc, sec := range dcfg.RegistrationSecrets {
-		secrets[svc] = sec
-	}
-	dcfg.RegistrationSecrets = secrets
-	dnc, err := c.connect(ctx, natsCfg, "tether-dev-directory")
-	if err != nil {
+	dcfg := process.DirectoryConfig(env)
+	dcfg.Listen = c.addr(c.pickPort(o.DirectoryPort, "directory"))
+	if c.dirProc, err = process.NewDirectory(env, dcfg, false); err != nil {
 		return nil, err
 	}
-	c.Directory, err = directory.New(dcfg, directory.Deps{Store: c.Store, NATS: dnc, Subjects: &c.subj, Keys: c.keys, Log: o.Log})
-	if err != nil {
+	if err := c.dirProc.Start(ctx); err != nil {
 		return nil, err
 	}
-	if err := c.Directory.Start(ctx); err != nil {
-		return nil, err
-	}
+	c.Directory = c.dirProc.Server()
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -361,15 +351,15 @@ func (c *Cluster) Stop(ctx context.Context) {
 		c.cancel()
 	}
 	c.wg.Wait()
-	if c.Directory != nil {
-		_ = c.Directory.Shutdown(ctx)
+	if c.dirProc != nil {
+		_ = c.dirProc.Shutdown(ctx)
 	}
 	var wg sync.WaitGroup
-	for _, n := range c.Nodes {
+	for _, p := range c.nodeProcs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = n.Shutdown(ctx)
+			_ = p.Shutdown(ctx)
 		}()
 	}
 	wg.Wait()

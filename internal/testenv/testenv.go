@@ -15,6 +15,7 @@ import (
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/bus/natsserver"
 	"github.com/tetherhq/tether/bus/natsserver/natstest"
+	"github.com/tetherhq/tether/membership"
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/simulator"
@@ -97,8 +98,30 @@ func (e *Env) StartNode(cfg node.Config, server ...*natsserver.Server) *node.Nod
 	if len(server) > 0 {
 		srv = server[0]
 	}
-	nc := natstest.Connect(e.t, srv)
-	n, err := node.New(cfg, node.Deps{NATS: nc, Keys: e.Keys, Log: Log()})
+	n, _ := e.startNode(cfg, natstest.Connect(e.t, srv), nil)
+	return n
+}
+
+// StartMember starts a node on the env's NATS server that is a member of
+// the cluster kept in st (registered, heartbeating, reaping, answering
+// control requests), and shuts it down when the test ends.
+func (e *Env) StartMember(cfg node.Config, st membership.Registry) (*node.Node, *membership.Member) {
+	e.t.Helper()
+	return e.startNode(cfg, natstest.Connect(e.t, e.NATS), st)
+}
+
+func (e *Env) startNode(cfg node.Config, nc *nats.Conn, st membership.Registry) (*node.Node, *membership.Member) {
+	e.t.Helper()
+	deps := node.Deps{NATS: nc, Keys: e.Keys, Log: Log()}
+	var m *membership.Member
+	if st != nil {
+		var err error
+		if m, err = membership.New(membership.Deps{Store: st, NATS: nc, Log: Log()}); err != nil {
+			e.t.Fatalf("testenv: membership: %v", err)
+		}
+		deps.Observer = m
+	}
+	n, err := node.New(cfg, deps)
 	if err != nil {
 		e.t.Fatalf("testenv: node.New: %v", err)
 	}
@@ -110,7 +133,12 @@ func (e *Env) StartNode(cfg node.Config, server ...*natsserver.Server) *node.Nod
 		defer cancel()
 		_ = n.Shutdown(ctx)
 	})
-	return n
+	if m != nil {
+		if err := m.Start(context.Background(), n); err != nil {
+			e.t.Fatalf("testenv: membership start: %v", err)
+		}
+	}
+	return n, m
 }
 
 // Token issues a token for device of service.
@@ -156,21 +184,4 @@ func (e *Env) Device(cfg simulator.DeviceConfig, device string) (*simulator.Devi
 		e.t.Fatalf("testenv: device %s did not connect: %v", device, err)
 	}
 	return d, w
-}
-
-// CheckFor polls f every `every` until it returns nil, failing the test
-// with f's last error after total.
-func CheckFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
 }

@@ -1,4 +1,4 @@
-package store_test
+package membership_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherhq/tether/internal/testutil"
+	"github.com/tetherhq/tether/membership"
 	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/store/redistest"
 )
@@ -35,20 +37,20 @@ func TestReaperReapsDeadNodesOnce(t *testing.T) {
 	st := store.NewMemory()
 	t0 := time.Now()
 	seedNodes(t, st, t0)
-	r := &store.Reaper{TTL: time.Second, Self: "b"}
+	r := &membership.Reaper{Store: st, TTL: time.Second, Self: "b"}
 	// At first the Reaper waits a TTL: nodes may not have heartbeated yet.
-	if lost, err := r.Reap(ctx, st, t0.Add(5*time.Second)); err != nil || len(lost) != 0 {
+	if lost, err := r.Reap(ctx, t0.Add(5*time.Second)); err != nil || len(lost) != 0 {
 		t.Fatalf("first Reap = %v, %v; want nothing", lost, err)
 	}
 	// b keeps heartbeating; a stopped at t0.
 	if err := st.Heartbeat(ctx, "b", store.Load{}, t0.Add(6*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	lost, err := r.Reap(ctx, st, t0.Add(6500*time.Millisecond))
+	lost, err := r.Reap(ctx, t0.Add(6500*time.Millisecond))
 	if err != nil || len(lost) != 1 || len(lost["a"]) != 2 {
 		t.Fatalf("Reap = %v, %v; want a's two connections", lost, err)
 	}
-	if lost, _ := r.Reap(ctx, st, t0.Add(7*time.Second)); len(lost) != 0 {
+	if lost, _ := r.Reap(ctx, t0.Add(7*time.Second)); len(lost) != 0 {
 		t.Fatalf("second Reap = %v; want nothing", lost)
 	}
 	if cs, _ := st.ConnsOfNode(ctx, "b"); len(cs) != 1 {
@@ -68,42 +70,38 @@ func TestReaperWaitsAfterStoreOutage(t *testing.T) {
 	defer st.Close()
 	t0 := time.Now()
 	seedNodes(t, st, t0)
-	r := &store.Reaper{TTL: time.Second}
-	if _, err := r.Reap(ctx, st, t0); err != nil {
+	r := &membership.Reaper{Store: st, TTL: time.Second}
+	if _, err := r.Reap(ctx, t0); err != nil {
 		t.Fatal(err)
 	}
 
 	srv.Stop()
-	if _, err := r.Reap(ctx, st, t0.Add(3*time.Second)); !errors.Is(err, store.ErrUnavailable) {
+	if _, err := r.Reap(ctx, t0.Add(3*time.Second)); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Reap with Redis down: %v", err)
 	}
 	srv.Restart()
 	// Back after 5s: every heartbeat is stale, yet nothing is reaped...
 	back := t0.Add(5 * time.Second)
 	var lost map[string][]store.Conn
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// go-redis may hold off redialling for a moment after failures.
-		lost, err = r.Reap(ctx, st, back)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil || len(lost) != 0 {
+	// go-redis may hold off redialling for a moment after failures.
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		lost, err = r.Reap(ctx, back)
+		return err
+	})
+	if len(lost) != 0 {
 		t.Fatalf("Reap right after the outage = %v, %v; want nothing", lost, err)
 	}
 	// The test's redis-server keeps nothing on disk: put back what a
 	// persistent one would still hold, heartbeats of before the outage.
 	seedNodes(t, st, t0)
-	if lost, err := r.Reap(ctx, st, back.Add(100*time.Millisecond)); err != nil || len(lost) != 0 {
+	if lost, err := r.Reap(ctx, back.Add(100*time.Millisecond)); err != nil || len(lost) != 0 {
 		t.Fatalf("Reap within a TTL of the outage = %v, %v; want nothing", lost, err)
 	}
 	// ...and the nodes that heartbeat again within a TTL survive.
 	if err := st.Heartbeat(ctx, "a", store.Load{}, back.Add(500*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	lost, err = r.Reap(ctx, st, back.Add(1200*time.Millisecond))
+	lost, err = r.Reap(ctx, back.Add(1200*time.Millisecond))
 	if err != nil || len(lost) != 1 || len(lost["b"]) != 1 {
 		t.Fatalf("Reap a TTL after the outage = %v, %v; want only b (silent since)", lost, err)
 	}
@@ -115,15 +113,15 @@ func TestReaperStoreFailed(t *testing.T) {
 	st := store.NewMemory()
 	t0 := time.Now()
 	seedNodes(t, st, t0)
-	r := &store.Reaper{TTL: time.Second, Self: "b"}
-	if lost, _ := r.Reap(ctx, st, t0); len(lost) != 0 {
+	r := &membership.Reaper{Store: st, TTL: time.Second, Self: "b"}
+	if lost, _ := r.Reap(ctx, t0); len(lost) != 0 {
 		t.Fatalf("first Reap = %v", lost)
 	}
 	r.StoreFailed()
-	if lost, _ := r.Reap(ctx, st, t0.Add(5*time.Second)); len(lost) != 0 {
+	if lost, _ := r.Reap(ctx, t0.Add(5*time.Second)); len(lost) != 0 {
 		t.Fatalf("Reap right after a store failure = %v; want nothing", lost)
 	}
-	if lost, _ := r.Reap(ctx, st, t0.Add(6100*time.Millisecond)); len(lost["a"]) != 2 {
+	if lost, _ := r.Reap(ctx, t0.Add(6100*time.Millisecond)); len(lost["a"]) != 2 {
 		t.Fatalf("Reap a TTL later = %v; want a's connections", lost)
 	}
 }

@@ -1,0 +1,130 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tetherhq/tether/directory"
+)
+
+// Directory is a directory process.
+type Directory struct {
+	env Env
+	cfg directory.Config
+	// Seed applies the configuration's seed section to the store at start.
+	seed bool
+
+	mu      sync.Mutex
+	d       *directory.Server
+	nc      *nats.Conn
+	release func()
+	stopped bool
+}
+
+var _ Process = (*Directory)(nil)
+
+// DirectoryConfig is the directory section of the configuration with the
+// registration secrets of the services section merged in
+// (directory.registration_secrets wins).
+func DirectoryConfig(env Env) directory.Config {
+	d := env.Config.Directory
+	secrets := env.Config.RegistrationSecrets()
+	for svc, s := range d.RegistrationSecrets {
+		secrets[svc] = s
+	}
+	d.RegistrationSecrets = secrets
+	return d
+}
+
+// NewDirectory returns a directory process for cfg (DirectoryConfig, with
+// any command-line overrides applied). With seed, Start applies the
+// configuration's seed section first. It checks cfg; Start connects.
+func NewDirectory(env Env, cfg directory.Config, seed bool) (*Directory, error) {
+	if env.Config == nil {
+		return nil, errors.New("process: Env.Config is required")
+	}
+	if err := errors.Join(env.Config.ValidateCommon(), cfg.Validate()); err != nil {
+		return nil, err
+	}
+	if env.Store == nil && env.Config.Store.Redis == nil {
+		return nil, fmt.Errorf("%w: a directory needs the shared store (tether dev runs everything in one process instead)", ErrNoStore)
+	}
+	if seed && env.Config.Seed == nil {
+		return nil, errors.New("--seed: the configuration has no seed section")
+	}
+	return &Directory{env: env, cfg: cfg, seed: seed}, nil
+}
+
+// Server returns the directory (nil before Start).
+func (p *Directory) Server() *directory.Server {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.d
+}
+
+// Start connects to the store and NATS, applies the seed when asked, and
+// starts the directory.
+func (p *Directory) Start(ctx context.Context) (err error) {
+	var u undo
+	defer func() {
+		if err != nil {
+			u.run()
+		}
+	}()
+	log := p.env.log()
+	keys, err := p.env.keys()
+	if err != nil {
+		return err
+	}
+	subj, err := p.env.subjects()
+	if err != nil {
+		return err
+	}
+	st, release, err := p.env.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	u.add(release)
+	if p.seed {
+		if err := p.env.Config.Seed.Apply(ctx, st); err != nil {
+			return err
+		}
+		log.Info("seed applied")
+	}
+	nc, err := p.env.connect(ctx, "tether-directory")
+	if err != nil {
+		return err
+	}
+	u.add(nc.Close)
+	d, err := directory.New(p.cfg, directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log})
+	if err != nil {
+		return err
+	}
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.d, p.nc, p.release = d, nc, release
+	p.mu.Unlock()
+	return nil
+}
+
+// Shutdown stops the directory and closes its connections.
+func (p *Directory) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if p.d == nil || p.stopped {
+		p.mu.Unlock()
+		return nil
+	}
+	p.stopped = true
+	d, nc, release := p.d, p.nc, p.release
+	p.mu.Unlock()
+	err := d.Shutdown(ctx)
+	nc.Close()
+	release()
+	return err
+}

@@ -1,0 +1,133 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tetherhq/tether/membership"
+	"github.com/tetherhq/tether/node"
+)
+
+// Node is an edge node process: the node, and its cluster membership when
+// there is a store.
+type Node struct {
+	env Env
+	cfg node.Config
+
+	mu      sync.Mutex
+	n       *node.Node
+	member  *membership.Member
+	nc      *nats.Conn
+	release func()
+	stopped bool
+}
+
+var _ Process = (*Node)(nil)
+
+// NewNode returns an edge node process for cfg (the node section, with any
+// command-line overrides applied). It checks cfg; Start connects.
+func NewNode(env Env, cfg node.Config) (*Node, error) {
+	if env.Config == nil {
+		return nil, errors.New("process: Env.Config is required")
+	}
+	if err := errors.Join(env.Config.ValidateCommon(), cfg.Validate()); err != nil {
+		return nil, err
+	}
+	return &Node{env: env, cfg: cfg}, nil
+}
+
+// Node returns the edge node (nil before Start).
+func (p *Node) Node() *node.Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
+// Member returns the node's cluster membership (nil before Start, or with
+// no store).
+func (p *Node) Member() *membership.Member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.member
+}
+
+// Start connects to NATS and the store, starts the node and registers it.
+// Without a store (no Env.Store and no store.redis), the node runs
+// unregistered: directories do not list it, and it takes no control
+// requests.
+func (p *Node) Start(ctx context.Context) (err error) {
+	var u undo
+	defer func() {
+		if err != nil {
+			u.run()
+		}
+	}()
+	log := p.env.log()
+	keys, err := p.env.keys()
+	if err != nil {
+		return err
+	}
+	subj, err := p.env.subjects()
+	if err != nil {
+		return err
+	}
+	nc, err := p.env.connect(ctx, "tether-node-"+p.cfg.ID)
+	if err != nil {
+		return err
+	}
+	u.add(nc.Close)
+	deps := node.Deps{NATS: nc, Subjects: &subj, Keys: keys, Log: log}
+	st, release, err := p.env.openStore(ctx)
+	var m *membership.Member
+	switch {
+	case errors.Is(err, ErrNoStore):
+		log.Warn("no store.redis configured: this node is not registered, so no directory lists it and it takes no control requests")
+	case err != nil:
+		return err
+	default:
+		u.add(release)
+		if m, err = membership.New(membership.Deps{Store: st, NATS: nc, Subjects: &subj, Log: log}); err != nil {
+			return err
+		}
+		deps.Observer = m
+	}
+	n, err := node.New(p.cfg, deps)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	u.add(func() { _ = n.Shutdown(context.Background()) })
+	if m != nil {
+		if err := m.Start(ctx, n); err != nil {
+			return err
+		}
+	}
+	p.mu.Lock()
+	p.n, p.member, p.nc, p.release = n, m, nc, release
+	p.mu.Unlock()
+	return nil
+}
+
+// Shutdown drains the node (devices move to other nodes), leaves the
+// registry and closes the connections to NATS and the store.
+func (p *Node) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if p.n == nil || p.stopped {
+		p.mu.Unlock()
+		return nil
+	}
+	p.stopped = true
+	n, nc, release := p.n, p.nc, p.release
+	p.mu.Unlock()
+	err := n.Shutdown(ctx)
+	nc.Close()
+	if release != nil {
+		release()
+	}
+	return err
+}
