@@ -1,69 +1,64 @@
-// Command dirload measures the directory's lookup throughput and latency
-// over real HTTP.
-//
-//	dirload serve [-listen 127.0.0.1:8080] [-nodes 8]
-//	    runs a directory on an in-memory store holding one service
-//	    ("vacuum") whose free tier has -nodes live nodes, heartbeating, and
-//	    prints its URL. Pin it to one core with GOMAXPROCS=1 and taskset.
-//	dirload hit -url http://127.0.0.1:8080 [-path /v1/nodes?service=vacuum] [-c 32] [-d 10s]
-//	    runs -c keep-alive connections, each sending one request after the
-//	    other for -d, and prints lookups/s and latency percentiles. It
-//	    speaks minimal HTTP/1.1 over raw TCP so that the load generator,
-//	    not the directory, is the cheaper side.
-//
-// docs/directory.md gives the commands and the figures measured.
-package main
+package cli
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
+	goio "io"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/store"
 )
 
-func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dirload serve|hit [flags]")
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "serve":
-		err = serve(os.Args[2:])
-	case "hit":
-		err = hit(os.Args[2:])
-	default:
-		err = fmt.Errorf("unknown mode %q (serve or hit)", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "dirload:", err)
-		os.Exit(1)
-	}
+func init() {
+	register("dirload", "measure the directory's lookup throughput and latency (serve | hit)", runDirload)
 }
 
-func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+const dirloadHelp = `Measures the directory's lookup throughput and latency over real HTTP.
+
+  tether dirload serve [--listen 127.0.0.1:8080] [--nodes 8]
+      runs a directory on an in-memory store holding one service ("vacuum")
+      whose free tier has --nodes live nodes, heartbeating, and prints its
+      URL. Pin it to one core with GOMAXPROCS=1 and taskset.
+  tether dirload hit --url http://127.0.0.1:8080 [--path /v1/nodes?service=vacuum] [--c 32] [--d 10s]
+      runs --c keep-alive connections, each sending one request after the
+      other for --d, and prints lookups/s and latency percentiles. It speaks
+      minimal HTTP/1.1 over raw TCP so that the load generator, not the
+      directory, is the cheaper side.
+
+docs/performance.md gives the commands and the figures measured.
+`
+
+func runDirload(ctx context.Context, io IO, args []string) error {
+	if len(args) < 1 || (args[0] != "serve" && args[0] != "hit") {
+		fmt.Fprint(io.Stderr, dirloadHelp)
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			return nil
+		}
+		return errUsage
+	}
+	if args[0] == "serve" {
+		return dirloadServe(ctx, io, args[1:])
+	}
+	return dirloadHit(io, args[1:])
+}
+
+func dirloadServe(ctx context.Context, io IO, args []string) error {
+	fs := newFlags(io, "dirload serve", "[--listen ADDR] [--nodes N]")
 	listen := fs.String("listen", "127.0.0.1:8080", "listen address")
 	nodes := fs.Int("nodes", 8, "live nodes in the service's tier")
-	_ = fs.Parse(args)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if err := parse(fs, args); err != nil {
+		return err
+	}
 	st := store.NewMemory()
 	if err := st.PutService(ctx, "vacuum", "free", []string{"free", "paid"}); err != nil {
 		return err
@@ -86,7 +81,7 @@ func serve(args []string) error {
 	}
 	beat()
 	srv, err := directory.New(directory.Config{Listen: *listen}, directory.Deps{
-		Store: st, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Store: st, Log: slog.New(slog.NewTextHandler(io.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		return err
@@ -94,7 +89,7 @@ func serve(args []string) error {
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Println(srv.URL())
+	fmt.Fprintln(io.Stdout, srv.URL())
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -109,14 +104,16 @@ func serve(args []string) error {
 	}
 }
 
-func hit(args []string) error {
-	fs := flag.NewFlagSet("hit", flag.ExitOnError)
+func dirloadHit(io IO, args []string) error {
+	fs := newFlags(io, "dirload hit", "--url URL [--path P] [--c N] [--d D]")
 	base := fs.String("url", "http://127.0.0.1:8080", "directory base URL")
 	path := fs.String("path", "/v1/nodes?service=vacuum", "request path and query")
 	conc := fs.Int("c", 32, "connections")
 	dur := fs.Duration("d", 10*time.Second, "duration")
 	warm := fs.Duration("warmup", time.Second, "warm-up, not measured")
-	_ = fs.Parse(args)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
 	u, err := url.Parse(*base)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("-url %q", *base)
@@ -183,9 +180,9 @@ func hit(args []string) error {
 	}
 	slices.Sort(all)
 	pct := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
-	fmt.Printf("%d lookups in %v with %d connections: %.0f lookups/s\n", len(all), *dur, *conc, float64(len(all))/dur.Seconds())
-	fmt.Printf("latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", pct(.50), pct(.90), pct(.99), pct(.999), all[len(all)-1])
-	fmt.Printf("statuses %v\n", status)
+	fmt.Fprintf(io.Stdout, "%d lookups in %v with %d connections: %.0f lookups/s\n", len(all), *dur, *conc, float64(len(all))/dur.Seconds())
+	fmt.Fprintf(io.Stdout, "latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", pct(.50), pct(.90), pct(.99), pct(.999), all[len(all)-1])
+	fmt.Fprintf(io.Stdout, "statuses %v\n", status)
 	return nil
 }
 
@@ -222,7 +219,7 @@ func readResponse(br *bufio.Reader) (int, error) {
 		return status, nil
 	}
 	_, err = br.Discard(length)
-	if err != nil && !errors.Is(err, io.EOF) {
+	if err != nil && !errors.Is(err, goio.EOF) {
 		return 0, err
 	}
 	return status, nil

@@ -1,4 +1,4 @@
-package directory
+package cli
 
 import (
 	"context"
@@ -6,8 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	goio "io"
 	"maps"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -15,17 +16,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/store"
 )
 
-// ErrUsage is returned by AdminCommand for a command line it cannot run;
-// the usage has been printed.
-var ErrUsage = errors.New("directory: usage")
-
-// Environment variables AdminCommand reads its defaults from.
+// Environment variables `tether admin` reads its defaults from.
 const (
-	EnvDirectoryURL = "TETHER_DIRECTORY_URL"
-	EnvAdminToken   = "TETHER_ADMIN_TOKEN"
+	envDirectoryURL = "TETHER_DIRECTORY_URL"
+	envAdminToken   = "TETHER_ADMIN_TOKEN"
 )
 
 const adminUsage = `usage: tether admin [--url URL] [--token TOKEN] [--json] COMMAND [ARGS]
@@ -57,25 +55,39 @@ Commands:
 
 type adminCmd struct {
 	ctx    context.Context
-	c      *AdminClient
+	c      *directory.AdminClient
 	json   bool
-	stdout io.Writer
-	stderr io.Writer
+	stdout goio.Writer
+	stderr goio.Writer
 }
 
-// AdminCommand runs `tether admin ARGS...` against a directory's admin API
-// and prints the result to stdout: tables, or JSON with --json. A bad
-// command line prints the usage to stderr and returns an error wrapping
-// ErrUsage; --help prints it and returns nil.
-func AdminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func init() {
+	register("admin", "manage services, tiers, nodes and clients through the directory's admin API", runAdmin)
+}
+
+// runAdmin runs `tether admin ARGS...` against a directory's admin API and
+// prints the result to stdout: tables, or JSON with --json. A bad command
+// line prints the usage to stderr and returns errUsage; --help prints it
+// and returns nil. The directory and token come from --url and --token,
+// then $TETHER_DIRECTORY_URL and $TETHER_ADMIN_TOKEN, then a running
+// `tether dev` (whose admin token is never sent anywhere else), then
+// http://127.0.0.1:8080.
+func runAdmin(ctx context.Context, io IO, args []string) error {
+	stdout, stderr := io.Stdout, io.Stderr
 	fs := flag.NewFlagSet("tether admin", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	defURL := os.Getenv(EnvDirectoryURL)
+	fs.SetOutput(goio.Discard)
+	defURL, defToken := io.Getenv(envDirectoryURL), io.Getenv(envAdminToken)
+	if s, ok := readDevState(io); ok && defURL == "" && !adminURLFlag(args) {
+		defURL = s.DirectoryURL
+		if defToken == "" {
+			defToken = s.AdminToken
+		}
+	}
 	if defURL == "" {
 		defURL = "http://127.0.0.1:8080"
 	}
 	baseURL := fs.String("url", defURL, "")
-	tok := fs.String("token", os.Getenv(EnvAdminToken), "")
+	tok := fs.String("token", defToken, "")
 	timeout := fs.Duration("timeout", 30*time.Second, "")
 	a := &adminCmd{ctx: ctx, stdout: stdout, stderr: stderr}
 	fs.BoolVar(&a.json, "json", false, "")
@@ -90,11 +102,10 @@ func AdminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(rest) == 0 {
 		return a.usage("no command")
 	}
-	c, err := NewAdminClient(*baseURL, *tok, nil)
+	c, err := directory.NewAdminClient(*baseURL, *tok, &http.Client{Timeout: *timeout})
 	if err != nil {
 		return a.usage("--url: %v", err)
 	}
-	c.hc.Timeout = *timeout
 	a.c = c
 	cmd, rest := rest[0], rest[1:]
 	switch cmd {
@@ -120,13 +131,13 @@ func AdminCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func (a *adminCmd) usage(format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	fmt.Fprintf(a.stderr, "tether admin: %s\n\n%s", msg, adminUsage)
-	return fmt.Errorf("%w: %s", ErrUsage, msg)
+	return fmt.Errorf("%w: %s", errUsage, msg)
 }
 
 // flags returns a flag set for a subcommand, with --json.
 func (a *adminCmd) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs.SetOutput(goio.Discard)
 	fs.BoolVar(&a.json, "json", a.json, "")
 	return fs
 }
@@ -169,10 +180,10 @@ func (a *adminCmd) table(header string, rows [][]string) error {
 
 func (a *adminCmd) changed(what string, v int64, err error) error {
 	if err != nil {
-		return fmt.Errorf("tether admin: %s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if a.json {
-		return a.printJSON(ChangeAnswer{Version: v})
+		return a.printJSON(directory.ChangeAnswer{Version: v})
 	}
 	_, err = fmt.Fprintf(a.stdout, "%s: ok (map version %d)\n", what, v)
 	return err
@@ -198,12 +209,12 @@ func (a *adminCmd) showMap(args []string) error {
 	}
 	m, err := a.c.Map(a.ctx)
 	if err != nil {
-		return fmt.Errorf("tether admin: map: %w", err)
+		return fmt.Errorf("map: %w", err)
 	}
 	if a.json {
 		return a.printJSON(m)
 	}
-	nodes := map[string]AdminNode{}
+	nodes := map[string]directory.AdminNode{}
 	for _, n := range m.Nodes {
 		nodes[n.ID] = n
 	}
@@ -251,7 +262,7 @@ func (a *adminCmd) services(args []string) error {
 		}
 		svs, err := a.c.Services(a.ctx)
 		if err != nil {
-			return fmt.Errorf("tether admin: services: %w", err)
+			return fmt.Errorf("services: %w", err)
 		}
 		if a.json {
 			return a.printJSON(svs)
@@ -273,7 +284,7 @@ func (a *adminCmd) services(args []string) error {
 		if err != nil {
 			return err
 		}
-		spec := ServiceSpec{DefaultTier: *def}
+		spec := directory.ServiceSpec{DefaultTier: *def}
 		for _, t := range strings.Split(*tiers, ",") {
 			if t = strings.TrimSpace(t); t != "" {
 				spec.Tiers = append(spec.Tiers, t)
@@ -304,7 +315,7 @@ func (a *adminCmd) nodes(args []string) error {
 		}
 		ns, err := a.c.Nodes(a.ctx)
 		if err != nil {
-			return fmt.Errorf("tether admin: nodes: %w", err)
+			return fmt.Errorf("nodes: %w", err)
 		}
 		if a.json {
 			return a.printJSON(ns)
@@ -335,7 +346,7 @@ func (a *adminCmd) nodes(args []string) error {
 		if *state != "" && !store.NodeState(*state).Valid() {
 			return a.usage("nodes add: --state %q: want active, standby, draining or sleep", *state)
 		}
-		v, err := a.c.PutNode(a.ctx, pos[0], NodeSpec{URL: *u, State: store.NodeState(*state), Class: *class, Capacity: *capN})
+		v, err := a.c.PutNode(a.ctx, pos[0], directory.NodeSpec{URL: *u, State: store.NodeState(*state), Class: *class, Capacity: *capN})
 		return a.changed("nodes add "+pos[0], v, err)
 	case "rm", "remove", "delete":
 		pos, err := a.parse(a.flags("nodes rm"), args, 1, "ID")
@@ -388,7 +399,7 @@ func (a *adminCmd) clients(args []string) error {
 		}
 		cs, err := a.c.AllClients(a.ctx)
 		if err != nil {
-			return fmt.Errorf("tether admin: clients: %w", err)
+			return fmt.Errorf("clients: %w", err)
 		}
 		if a.json {
 			if cs == nil {
@@ -412,7 +423,7 @@ func (a *adminCmd) clients(args []string) error {
 		if *svc == "" {
 			return a.usage("clients add: --service is required")
 		}
-		v, err := a.c.PutClient(a.ctx, pos[0], ClientSpec{Service: *svc, Tier: *tier})
+		v, err := a.c.PutClient(a.ctx, pos[0], directory.ClientSpec{Service: *svc, Tier: *tier})
 		return a.changed("clients add "+pos[0], v, err)
 	case "rm", "remove", "delete":
 		pos, err := a.parse(a.flags("clients rm"), args, 1, "ID")
@@ -432,8 +443,27 @@ func (a *adminCmd) seed(args []string) error {
 	}
 	b, err := os.ReadFile(pos[0])
 	if err != nil {
-		return fmt.Errorf("tether admin: seed: %w", err)
+		return fmt.Errorf("seed: %w", err)
 	}
 	v, err := a.c.Seed(a.ctx, b)
 	return a.changed("seed "+pos[0], v, err)
+}
+
+// adminURLFlag reports whether the global flags of `tether admin` (those
+// before its subcommand) name a directory with --url.
+func adminURLFlag(args []string) bool {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || !strings.HasPrefix(a, "-") {
+			return false // the subcommand: its own --url is another flag
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "url" {
+			return true
+		}
+		if (name == "token" || name == "timeout") && !hasValue {
+			i++ // skip its value
+		}
+	}
+	return false
 }
