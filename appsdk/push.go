@@ -64,11 +64,12 @@ func (s *Service) PushAll(ctx context.Context, data []byte, opts ...PushOption) 
 }
 
 // ackWait is the ack timeout to ask the nodes for when the push waits
-// left: a margin less (a fifth, at most a second), so that their final
-// replies arrive before the SDK stops waiting. A final reply that comes too
-// late loses every ack count of its node, while the margin loses only acks
-// that come in its last moments; and nodes expire pending pushes on a
-// periodic sweep (up to a second apart), not at the exact deadline.
+// left: a margin less (a fifth, at least 5ms, at most a second), so that
+// their final replies arrive before the SDK stops waiting. A final reply
+// that comes too late loses every ack count of its node, while the margin
+// loses only acks that come in its last moments; nodes send their final
+// replies within about 5ms of the timeout they were given, and the reply
+// still has to cross NATS.
 func ackWait(left time.Duration) time.Duration {
 	margin := min(max(left/5, 5*time.Millisecond), time.Second)
 	return max(left-margin, time.Millisecond)

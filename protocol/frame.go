@@ -132,6 +132,49 @@ func AppendPush(dst []byte, id uint64, msgID string, data []byte, noAck bool) []
 	return append(dst, '}')
 }
 
+// ScanPush reads a push frame written by AppendPush without a msg_id (how
+// a node writes most pushes) without decoding its JSON: it returns the
+// delivery ID and whether the frame says no_ack. ok is false for any other
+// frame, which Decode then reads. Load generators use it to answer pushes
+// cheaply.
+func ScanPush(b []byte) (id uint64, noAck, ok bool) {
+	rest, found := bytes.CutPrefix(b, []byte(`{"type":"push","id":"`))
+	if !found {
+		return 0, false, false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 || end > 19 || (rest[0] == '0' && end > 1) {
+		return 0, false, false // empty, possibly over uint64, or not canonical
+	}
+	for _, c := range rest[:end] {
+		if c < '0' || c > '9' {
+			return 0, false, false
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	rest = rest[end+1:]
+	if noAck = bytes.HasPrefix(rest, []byte(`,"no_ack":true`)); noAck {
+		return id, true, true
+	}
+	if !bytes.HasPrefix(rest, []byte(`,"data":`)) && !bytes.HasPrefix(rest, []byte(`,"enc":`)) {
+		return 0, false, false // a msg_id, or another layout
+	}
+	return id, false, true
+}
+
+// AppendAckID appends the ack of push id with result, without data: what
+// AppendAck writes for strconv.FormatUint(id, 10), without allocating.
+func AppendAckID(dst []byte, id uint64, result string) []byte {
+	dst = append(dst, `{"type":"ack","id":"`...)
+	dst = strconv.AppendUint(dst, id, 10)
+	dst = append(dst, '"')
+	if result != "" {
+		dst = append(dst, `,"result":`...)
+		dst = AppendString(dst, result)
+	}
+	return append(dst, '}')
+}
+
 // AppendMsg appends an upstream msg frame (used by device clients).
 func AppendMsg(dst []byte, id string, data []byte) []byte {
 	dst = append(dst, `{"type":"msg"`...)

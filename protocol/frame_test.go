@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -463,6 +464,56 @@ func FuzzDecodeFrame(f *testing.F) {
 		g = decodeStrict(t, protocol.AppendAuth(nil, fr.Token, fr.Service))
 		if g.Token != fr.Token || g.Service != fr.Service {
 			t.Fatalf("auth %+v became %+v", fr, g)
+		}
+	})
+}
+
+func TestScanPushAndAppendAckID(t *testing.T) {
+	for _, tc := range []struct {
+		frame []byte
+		id    uint64
+		noAck bool
+		ok    bool
+	}{
+		{protocol.AppendPush(nil, 17, "", []byte(`{"cmd":"start"}`), false), 17, false, true},
+		{protocol.AppendPush(nil, 18, "", []byte{0xff}, false), 18, false, true},
+		{protocol.AppendPush(nil, 19, "", nil, true), 19, true, true},
+		{protocol.AppendPush(nil, 20, "m-1", []byte(`1`), false), 0, false, false},
+		{[]byte(`{"type":"push","id":"x1","data":1}`), 0, false, false},
+		{[]byte(`{"type":"push","id":"21"}`), 0, false, false},
+		{[]byte(`{"type":"push","id":"007","data":1}`), 0, false, false},
+		{[]byte(`{"type":"push","id":"0","data":1}`), 0, false, true},
+		{[]byte(`{"type":"push","id":"123456789012345678901","data":1}`), 0, false, false},
+		{[]byte(`{"type":"welcome"}`), 0, false, false},
+	} {
+		id, noAck, ok := protocol.ScanPush(tc.frame)
+		if id != tc.id || noAck != tc.noAck || ok != tc.ok {
+			t.Errorf("ScanPush(%s) = %d %v %v, want %d %v %v", tc.frame, id, noAck, ok, tc.id, tc.noAck, tc.ok)
+		}
+	}
+	if got, want := string(protocol.AppendAckID(nil, 42, "ok")), string(protocol.AppendAck(nil, "42", "ok", nil)); got != want {
+		t.Errorf("AppendAckID = %s, want %s", got, want)
+	}
+}
+
+// FuzzScanPush checks the fast path against the decoder: whatever ScanPush
+// accepts, Decode reads the same way.
+func FuzzScanPush(f *testing.F) {
+	f.Add(protocol.AppendPush(nil, 7, "", []byte(`{"a":1}`), false))
+	f.Add(protocol.AppendPush(nil, 8, "", nil, true))
+	f.Add([]byte(`{"type":"push","id":"9","data":`))
+	f.Add([]byte(`{"type":"push","id":"007","data":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, noAck, ok := protocol.ScanPush(b)
+		if !ok {
+			return
+		}
+		var fr protocol.Frame
+		if err := protocol.Decode(b, &fr); err != nil {
+			return // ScanPush reads a prefix; a broken tail is the reader's to find
+		}
+		if fr.Type != protocol.TypePush || fr.ID != strconv.FormatUint(id, 10) || fr.NoAck != noAck {
+			t.Fatalf("ScanPush(%q) = %d %v; Decode: %+v", b, id, noAck, fr)
 		}
 	})
 }

@@ -105,6 +105,9 @@ var (
 	ErrRefused = errors.New("simulator: refused by the node")
 	// ErrNotConnected: Send was called with no connection up.
 	ErrNotConnected = errors.New("simulator: not connected")
+	// ErrTooLarge: the frame is over the max_frame of the node's welcome
+	// (the node would close the connection with 1009).
+	ErrTooLarge = errors.New("simulator: frame over the node's max_frame")
 )
 
 // Device is a simulated appliance: it gets the node list, connects to the
@@ -121,7 +124,8 @@ type Device struct {
 	token   string
 
 	wmu     sync.Mutex // serialises socket writes
-	leanBuf []byte     // Lean acks are built here; wmu held
+	leanAck []byte     // Lean acks are built here (payload, then frame); wmu held
+	leanBuf []byte
 
 	pushes     atomic.Int64
 	acks       atomic.Int64
@@ -199,12 +203,16 @@ func (d *Device) WaitConnected(ctx context.Context) (protocol.Frame, error) {
 // frame (delivered to OnFrame) once the message is handed to NATS.
 func (d *Device) Send(id string, data []byte) error {
 	d.mu.Lock()
-	nc := d.nc
+	nc, maxFrame := d.nc, d.welcome.MaxFrame
 	d.mu.Unlock()
 	if nc == nil {
 		return ErrNotConnected
 	}
-	if err := d.write(nc, protocol.AppendMsg(nil, id, data)); err != nil {
+	frame := protocol.AppendMsg(nil, id, data)
+	if maxFrame > 0 && len(frame) > maxFrame {
+		return fmt.Errorf("%w: %d bytes, the node takes %d", ErrTooLarge, len(frame), maxFrame)
+	}
+	if err := d.write(nc, frame); err != nil {
 		return err
 	}
 	d.sent.Add(1)
@@ -527,7 +535,17 @@ func (d *Device) onPush(nc net.Conn, f *protocol.Frame) {
 	if f.NoAck {
 		return
 	}
-	if err := d.write(nc, protocol.AppendAck(nil, f.ID, result, out)); err == nil {
+	ack := protocol.AppendAck(nil, f.ID, result, out)
+	d.mu.Lock()
+	maxFrame := d.welcome.MaxFrame
+	d.mu.Unlock()
+	if maxFrame > 0 && len(ack) > maxFrame {
+		// The node would close the connection: ack without the data, and
+		// say why in the result.
+		d.log.Warn("ack data over the node's max_frame: acked without it", "bytes", len(ack), "max_frame", maxFrame)
+		ack = protocol.AppendAck(nil, f.ID, "ack_too_large", nil)
+	}
+	if err := d.write(nc, ack); err == nil {
 		d.acks.Add(1)
 	}
 }

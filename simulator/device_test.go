@@ -183,6 +183,12 @@ func TestDevicePushesAndUpstream(t *testing.T) {
 				}
 				return nil
 			})
+			// A message over the welcome's max_frame is refused before it
+			// goes out (the node would close the connection with 1009).
+			w, _ = d.Welcome()
+			if err := d.Send("big", bytes.Repeat([]byte("x"), w.MaxFrame)); !errors.Is(err, simulator.ErrTooLarge) {
+				t.Fatalf("Send over max_frame %d: %v", w.MaxFrame, err)
+			}
 			// Nothing above broke the connection (a frame the node finds
 			// invalid, such as non-UTF-8 text, would have).
 			if s := d.Stats(); s.Connects != 1 || s.Sent != int64(len(bodies)) {

@@ -1,52 +1,31 @@
 package simulator
 
 import (
-	"bytes"
 	"encoding/binary"
 	"net"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tetherhq/tether/protocol"
 )
 
-var (
-	leanPushPrefix = []byte(`{"type":"push","id":"`)
-	leanNoAck      = []byte(`,"no_ack":true`)
-	leanData       = []byte(`,"data":`)
-	leanEnc        = []byte(`,"enc":`)
-	leanAckPrefix  = []byte(`{"type":"ack","id":"`)
-	leanAckSuffix  = []byte(`","result":"ok"}`)
-)
-
-// leanPush handles a push frame in the node's encoding (AppendPush without
-// a msg_id) without decoding it: it counts the push and acks it unless it
-// says no_ack. It reports false, having done nothing, for any other frame.
+// leanPush handles a push frame in the node's usual layout (see
+// protocol.ScanPush) without decoding it: it counts the push and acks it
+// "ok" unless it says no_ack. It reports false, having done nothing, for
+// any other frame.
 func (d *Device) leanPush(nc net.Conn, p []byte) bool {
-	rest, ok := bytes.CutPrefix(p, leanPushPrefix)
+	id, noAck, ok := protocol.ScanPush(p)
 	if !ok {
 		return false
-	}
-	end := bytes.IndexByte(rest, '"')
-	if end <= 0 || end > 32 {
-		return false
-	}
-	id := rest[:end]
-	for _, c := range id {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	rest = rest[end+1:]
-	noAck := bytes.HasPrefix(rest, leanNoAck)
-	if !noAck && !bytes.HasPrefix(rest, leanData) && !bytes.HasPrefix(rest, leanEnc) {
-		return false // a msg_id, or another layout: take the general path
 	}
 	d.pushes.Add(1)
 	if noAck {
 		return true
 	}
 	d.wmu.Lock()
-	d.leanBuf = appendMaskedText(d.leanBuf[:0], id)
+	d.leanAck = protocol.AppendAckID(d.leanAck[:0], id, "ok")
+	d.leanBuf = appendMaskedText(d.leanBuf[:0], d.leanAck)
 	_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err := nc.Write(d.leanBuf)
 	d.wmu.Unlock()
@@ -56,10 +35,10 @@ func (d *Device) leanPush(nc net.Conn, p []byte) bool {
 	return true
 }
 
-// appendMaskedText appends a whole masked text frame holding the ack of
-// push id, so that the ack takes one write.
-func appendMaskedText(dst, id []byte) []byte {
-	n := len(leanAckPrefix) + len(id) + len(leanAckSuffix)
+// appendMaskedText appends payload (under 64 KiB) as one whole masked text
+// frame, so that the frame takes one write.
+func appendMaskedText(dst, payload []byte) []byte {
+	n := len(payload)
 	dst = append(dst, 0x80|byte(ws.OpText))
 	if n < 126 {
 		dst = append(dst, 0x80|byte(n))
@@ -70,9 +49,7 @@ func appendMaskedText(dst, id []byte) []byte {
 	mask := ws.NewMask()
 	dst = append(dst, mask[:]...)
 	start := len(dst)
-	dst = append(dst, leanAckPrefix...)
-	dst = append(dst, id...)
-	dst = append(dst, leanAckSuffix...)
+	dst = append(dst, payload...)
 	ws.Cipher(dst[start:], mask, 0)
 	return dst
 }
