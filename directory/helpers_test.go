@@ -275,5 +275,3 @@ func urls(ids ...string) []string {
 	}
 	return out
 }
-
-func timeDur(ns int64) time.Duration { return time.Duration(ns) }

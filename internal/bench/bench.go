@@ -833,8 +833,8 @@ type statsTracker struct {
 func newStatsTracker() *statsTracker { return &statsTracker{notify: make(chan struct{})} }
 
 func (s *statsTracker) on(m *nats.Msg) {
-	var st bus.NodeStats
-	if err := json.Unmarshal(m.Data, &st); err != nil {
+	st, err := bus.ParseNodeStats(m.Data)
+	if err != nil {
 		return
 	}
 	s.mu.Lock()

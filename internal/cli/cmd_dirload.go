@@ -23,7 +23,9 @@ func init() {
 	register("dirload", "measure the directory's lookup throughput and latency (serve | hit)", runDirload)
 }
 
-const dirloadHelp = `Measures the directory's lookup throughput and latency over real HTTP.
+const dirloadHelp = `Usage: tether dirload serve|hit [flags]
+
+Measures the directory's lookup throughput and latency over real HTTP.
 
   tether dirload serve [--listen 127.0.0.1:8080] [--nodes 8]
       runs a directory on an in-memory store holding one service ("vacuum")
