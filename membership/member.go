@@ -170,6 +170,13 @@ func (m *Member) Start(ctx context.Context, n *node.Node) error {
 		return fmt.Errorf("membership: subscribe %s: %w", m.subj.NodeCtl(rec.ID), err)
 	}
 	m.ctlSub = sub
+	// The control subject is live once Start returns.
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := m.nc.FlushWithContext(fctx); err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("membership: NATS flush: %w", err)
+	}
 	m.mapChanged(bus.ReasonStarted)
 	m.wg.Add(1)
 	go func() {
