@@ -21,6 +21,9 @@ type Memory struct {
 	clients   map[string]Client
 	clientIDs []string                   // sorted keys of clients
 	conns     map[string]map[string]Conn // node -> conn ID -> conn
+	leases    map[string]memLease
+	leaseSeq  map[string]int64
+	logs      map[string][][]byte // oldest first
 }
 
 var _ Store = (*Memory)(nil)
@@ -32,6 +35,9 @@ func NewMemory() *Memory {
 		services: map[string]Service{},
 		clients:  map[string]Client{},
 		conns:    map[string]map[string]Conn{},
+		leases:   map[string]memLease{},
+		leaseSeq: map[string]int64{},
+		logs:     map[string][][]byte{},
 	}
 }
 

@@ -15,10 +15,15 @@ package store
 //	P{clients}:ids      zset    client IDs, all scored 0, for paging in ID order
 //	Pconns:{<node>}     hash    conn ID ("<node>.<local>") -> JSON {"id","node","service","device","tier","since"}
 //	Pconn-nodes         set     IDs of nodes that may have a conns hash (for ConnCounts)
+//	P{map}:lease:<name> string  "<token>:<holder>" of a lease, expiring with it (PX)
+//	P{map}:lease-seq:<name> string  the lease's last fencing token (INCR per new holder)
+//	Plog:<name>         list    records of a log (balancer decisions), newest first, trimmed
 //
 // Map changes run as WATCH/MULTI/EXEC on the P{map} keys, retried on conflict.
 // Heartbeat, Leave, Clients and ReapConns are Lua scripts; ReapConns reads and
 // deletes a node's hash in one step, so racing reapers get disjoint sets.
+// Leases are Lua scripts too; ApplyChanges watches its lease with the map
+// keys, so a write fenced with a lease that changed hands is refused.
 
 import (
 	"context"
@@ -141,7 +146,7 @@ func fail(op string, err error) error {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
-	for _, own := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrUnavailable, ErrConflict, errCorrupt} {
+	for _, own := range []error{ErrNotFound, ErrExists, ErrInvalid, ErrUnavailable, ErrConflict, ErrLeaseHeld, ErrLeaseLost, errCorrupt} {
 		if errors.Is(err, own) {
 			return err
 		}
@@ -168,6 +173,12 @@ func encode(v any) string {
 // change runs fn in a transaction that watches the map keys, and the writes
 // it returns (nil: none) in MULTI/EXEC, retrying when the keys moved.
 func (r *Redis) change(ctx context.Context, op string, fn func(tx *redis.Tx) (func(redis.Pipeliner), error)) error {
+	return r.changeWatching(ctx, op, nil, fn)
+}
+
+// changeWatching is change, watching extra keys too.
+func (r *Redis) changeWatching(ctx context.Context, op string, extra []string, fn func(tx *redis.Tx) (func(redis.Pipeliner), error)) error {
+	keys := append([]string{r.version, r.nodes, r.services}, extra...)
 	for range maxAttempts {
 		err := r.c.Watch(ctx, func(tx *redis.Tx) error {
 			write, err := fn(tx)
@@ -179,7 +190,7 @@ func (r *Redis) change(ctx context.Context, op string, fn func(tx *redis.Tx) (fu
 				return nil
 			})
 			return err
-		}, r.version, r.nodes, r.services)
+		}, keys...)
 		if !errors.Is(err, redis.TxFailedErr) {
 			return fail(op, err)
 		}

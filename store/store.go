@@ -23,9 +23,38 @@ var (
 	ErrInvalid     = errors.New("store: invalid argument")
 	ErrUnavailable = errors.New("store: unavailable")
 	// ErrConflict is returned when an optimistic update lost a race more
-	// times than it retries.
+	// times than it retries, or when a conditional change found another
+	// map version than it was given.
 	ErrConflict = errors.New("store: concurrent update conflict")
+	// ErrLeaseHeld is returned by AcquireLease when another holder has the
+	// lease.
+	ErrLeaseHeld = errors.New("store: lease held by another")
+	// ErrLeaseLost is returned by RenewLease and ApplyChanges when the
+	// lease expired or another holder took it: a write fenced with it is
+	// refused.
+	ErrLeaseLost = errors.New("store: lease lost")
 )
+
+// Lease is a named lock that one holder has until it expires or releases
+// it, with a fencing token: every new holder gets a larger token than any
+// before, and writes fenced with a lease (ApplyChanges) are refused once
+// the holder has lost it. The balancer elects its leader with one.
+type Lease struct {
+	Name   string `json:"name"`
+	Holder string `json:"holder"`
+	Token  int64  `json:"token"`
+}
+
+// Change is one change made by ApplyChanges: either the nodes of a
+// service's tier (Service, Tier and Nodes, in order; an empty Nodes empties
+// the tier), or a node's state (Node and State).
+type Change struct {
+	Service string    `json:"service,omitempty"`
+	Tier    string    `json:"tier,omitempty"`
+	Nodes   []string  `json:"nodes,omitempty"`
+	Node    string    `json:"node,omitempty"`
+	State   NodeState `json:"state,omitempty"`
+}
 
 // NodeState is the lifecycle state of a node.
 type NodeState string
@@ -191,6 +220,32 @@ type Store interface {
 	ReapConns(ctx context.Context, node string) ([]Conn, error)
 	// ConnCounts returns the number of registered connections per node.
 	ConnCounts(ctx context.Context) (map[string]int, error)
+
+	// AcquireLease takes the named lease for holder for ttl, when it is
+	// free or already holder's (then it is extended and keeps its token).
+	// It fails with ErrLeaseHeld, naming the current holder, otherwise.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error)
+	// RenewLease extends a lease held by l.Holder with l.Token to ttl from
+	// now, or fails with ErrLeaseLost.
+	RenewLease(ctx context.Context, l Lease, ttl time.Duration) error
+	// ReleaseLease gives up a lease; releasing a lease already lost is not
+	// an error.
+	ReleaseLease(ctx context.Context, l Lease) error
+	// LeaseHolder returns the current holder of the named lease, or
+	// ErrNotFound when nobody holds it.
+	LeaseHolder(ctx context.Context, name string) (Lease, error)
+	// ApplyChanges makes changes atomically, and only while l is held
+	// (ErrLeaseLost otherwise) and, when ifVersion is not 0, only if the
+	// map version is still ifVersion (ErrConflict otherwise). Named
+	// services, tiers' nodes and nodes must exist. It bumps the version
+	// once when anything changed, and returns the version after.
+	ApplyChanges(ctx context.Context, l Lease, ifVersion int64, changes []Change) (int64, error)
+
+	// AddRecord appends rec (JSON) to the named log, keeping its newest
+	// keep records.
+	AddRecord(ctx context.Context, log string, rec []byte, keep int) error
+	// Records returns up to limit records of the named log, newest first.
+	Records(ctx context.Context, log string, limit int) ([][]byte, error)
 
 	// Ping checks that the store is reachable.
 	Ping(ctx context.Context) error

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/url"
 	"slices"
+	"time"
 
 	"github.com/tetherhq/tether/protocol"
 )
@@ -251,4 +252,66 @@ func setTier(s *Service, tier string, nodes []string) bool {
 	}
 	s.Tiers[tier] = append([]string{}, nodes...)
 	return true
+}
+
+// checkLease checks a lease's name and holder (and its token, if asked).
+func checkLease(op, name, holder string, token int64, needToken bool) error {
+	if err := checkName(op, "lease name", name); err != nil {
+		return err
+	}
+	if holder == "" || len(holder) > 256 {
+		return invalid(op, "lease holder must be 1 to 256 bytes")
+	}
+	for _, c := range holder {
+		if c < 0x20 || c == 0x7f {
+			return invalid(op, "lease holder %q has a control character", holder)
+		}
+	}
+	if needToken && token <= 0 {
+		return invalid(op, "lease token %d", token)
+	}
+	return nil
+}
+
+func checkTTL(op string, ttl time.Duration) error {
+	if ttl < time.Millisecond {
+		return invalid(op, "lease ttl %v is below 1ms", ttl)
+	}
+	return nil
+}
+
+// checkChanges checks the changes of an ApplyChanges call.
+func checkChanges(op string, ifVersion int64, changes []Change) error {
+	if ifVersion < 0 {
+		return invalid(op, "negative version %d", ifVersion)
+	}
+	for i, c := range changes {
+		switch {
+		case c.Service != "" && c.Node == "" && c.State == "":
+			if err := checkAssignment(op, c.Service, c.Tier, c.Nodes, 0); err != nil {
+				return fmt.Errorf("change %d: %w", i, err)
+			}
+		case c.Node != "" && c.Service == "" && c.Tier == "" && len(c.Nodes) == 0:
+			if err := checkName(op, "node id", c.Node); err != nil {
+				return fmt.Errorf("change %d: %w", i, err)
+			}
+			if !c.State.Valid() {
+				return invalid(op, "change %d: node %s: state %q", i, c.Node, c.State)
+			}
+		default:
+			return invalid(op, "change %d: either a service's tier and its nodes, or a node and its state", i)
+		}
+	}
+	return nil
+}
+
+// checkLog checks a log name and the bounds of a log call.
+func checkLog(op, log string, n int) error {
+	if err := checkName(op, "log name", log); err != nil {
+		return err
+	}
+	if n <= 0 || n > 100_000 {
+		return invalid(op, "count %d out of 1..100000", n)
+	}
+	return nil
 }

@@ -77,6 +77,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Invalid", testInvalid},
 		{"Canceled", testCanceled},
 		{"Ping", testPing},
+		{"Lease", testLease},
+		{"LeaseRace", testLeaseRace},
+		{"ApplyChanges", testApplyChanges},
+		{"Records", testRecords},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
