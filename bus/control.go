@@ -144,6 +144,13 @@ type ControlRequest struct {
 	Op string `json:"op"`
 	// Service limits a drain to one service's connections.
 	Service string `json:"service,omitempty"`
+	// Tiers, with Service, limits a drain to that service's connections of
+	// these tiers ("" stands for connections whose token has no tier).
+	// Absent: every tier.
+	Tiers []string `json:"tiers,omitempty"`
+	// Count, when above 0, limits a drain to that many of the matching
+	// connections (the balancer moves part of a busy node's devices).
+	Count int `json:"count,omitempty"`
 	// GraceMS is how long a drain gives devices to leave before the rest
 	// are closed. 0: the node's shutdown_grace.
 	GraceMS int64 `json:"grace_ms,omitempty"`
@@ -170,6 +177,17 @@ func (r ControlRequest) Validate() error {
 				return fmt.Errorf("%w: control: service: %w", ErrBadMessage, err)
 			}
 		}
+		if len(r.Tiers) > 0 && r.Service == "" {
+			return fmt.Errorf("%w: control: tiers without service", ErrBadMessage)
+		}
+		for _, t := range r.Tiers {
+			if t == "" {
+				continue
+			}
+			if err := protocol.ValidName(t); err != nil {
+				return fmt.Errorf("%w: control: tier: %w", ErrBadMessage, err)
+			}
+		}
 	case OpSetState:
 		switch r.State {
 		case "active", "standby", "sleep":
@@ -180,8 +198,8 @@ func (r ControlRequest) Validate() error {
 	default:
 		return fmt.Errorf("%w: control: unknown op %q", ErrBadMessage, r.Op)
 	}
-	if r.GraceMS < 0 || r.Rate < 0 {
-		return fmt.Errorf("%w: control: negative grace_ms or rate", ErrBadMessage)
+	if r.GraceMS < 0 || r.Rate < 0 || r.Count < 0 {
+		return fmt.Errorf("%w: control: negative grace_ms, rate or count", ErrBadMessage)
 	}
 	return nil
 }

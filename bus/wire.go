@@ -147,6 +147,13 @@ type NodeStats struct {
 	// Class and Capacity are the node's node.class and node.capacity.
 	Class    string `json:"class,omitempty"`
 	Capacity int    `json:"capacity,omitempty"`
+	// LagMS is the longest scheduling delay seen over the interval, in
+	// milliseconds: how late a goroutine of the node got to run when it
+	// was due (its event-loop lag). It grows when the node runs out of CPU.
+	LagMS float64 `json:"lag_ms"`
+	// Queued is the most pushes seen waiting in the node's dispatch queues
+	// over the interval (sampled every second).
+	Queued int `json:"queued"`
 	// MemoryBytes is the Go runtime's memory obtained from the OS.
 	MemoryBytes uint64 `json:"memory_bytes"`
 	Goroutines  int    `json:"goroutines"`

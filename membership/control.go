@@ -31,8 +31,9 @@ func (m *Member) onControl(msg *nats.Msg) {
 	case bus.OpInfo:
 		reply(bus.ControlReply{OK: true})
 	case bus.OpDrain:
-		k := m.countConns(req.Service)
-		m.drain(node.DrainOptions{Service: req.Service, Grace: req.Grace(), Rate: req.Rate, Reason: req.Reason})
+		o := node.DrainOptions{Service: req.Service, Tiers: req.Tiers, Count: req.Count, Grace: req.Grace(), Rate: req.Rate, Reason: req.Reason}
+		k := m.countConns(o)
+		m.drain(o)
 		reply(bus.ControlReply{OK: true, Draining: k})
 	case bus.OpSetState:
 		ctx, cancel := m.storeCtx()
@@ -70,15 +71,16 @@ func (m *Member) drain(o node.DrainOptions) {
 	}()
 }
 
-func (m *Member) countConns(service string) int {
-	if service == "" {
-		return m.n.Connections()
-	}
+// countConns is how many connections a drain with o moves.
+func (m *Member) countConns(o node.DrainOptions) int {
 	k := 0
 	for _, c := range m.n.Conns() {
-		if c.Service == service {
+		if o.Matches(c) {
 			k++
 		}
+	}
+	if o.Count > 0 {
+		k = min(k, o.Count)
 	}
 	return k
 }

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -14,6 +16,13 @@ type DrainOptions struct {
 	// Service limits the drain to that service's connections. Default: all
 	// connections.
 	Service string
+	// Tiers, with Service, limits the drain to that service's connections
+	// of these tiers ("" stands for tokens without a tier). Default: every
+	// tier.
+	Tiers []string
+	// Count, when above 0, moves at most that many of the matching
+	// connections, the oldest first.
+	Count int
 	// Grace is how long a device has, after its reconnect frame, to leave
 	// by itself before it is closed with 4100. Default node.shutdown_grace.
 	Grace time.Duration
@@ -25,6 +34,14 @@ type DrainOptions struct {
 	// Reason is the reconnect frames' and the close's reason. Default
 	// "drain".
 	Reason string
+}
+
+// Matches reports whether a drain with o moves connection c (Count
+// aside).
+func (o DrainOptions) Matches(c ConnInfo) bool { return o.matches(c.Service, c.Tier) }
+
+func (o DrainOptions) matches(service, tier string) bool {
+	return o.Service == "" || service == o.Service && (o.Tiers == nil || slices.Contains(o.Tiers, tier))
 }
 
 // drainTick is the spacing of a rate-limited drain's batches.
@@ -45,11 +62,15 @@ func (n *Node) Drain(ctx context.Context, o DrainOptions) error {
 	}
 	var targets []*conn
 	for _, c := range n.hub.appendAll(nil) {
-		if o.Service == "" || c.service == o.Service {
+		if c.active() && o.matches(c.service, c.tier) {
 			targets = append(targets, c)
 		}
 	}
-	n.log.Info("draining connections", "service", o.Service, "connections", len(targets), "grace", o.Grace, "rate", o.Rate, "reason", o.Reason)
+	if o.Count > 0 && len(targets) > o.Count {
+		slices.SortFunc(targets, func(a, b *conn) int { return cmp.Compare(a.since, b.since) })
+		targets = targets[:o.Count]
+	}
+	n.log.Info("draining connections", "service", o.Service, "tiers", o.Tiers, "connections", len(targets), "grace", o.Grace, "rate", o.Rate, "reason", o.Reason)
 	return n.drain(ctx, targets, o)
 }
 

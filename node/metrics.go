@@ -166,17 +166,36 @@ func (n *Node) statsLoop() {
 	publish := time.NewTicker(n.cfg.StatsInterval)
 	defer publish.Stop()
 	prev := map[string][3]int64{}
+	var lag time.Duration
+	var queued int
 	for {
 		select {
 		case <-n.quit:
 			return
-		case now := <-sample.C:
+		case tick := <-sample.C:
+			// How late this goroutine got to run: the scheduling delay
+			// every goroutine of the node sees (its event-loop lag).
+			now := time.Now()
+			lag = max(lag, now.Sub(tick))
+			queued = max(queued, n.queuedPushes())
 			n.load.sample(now)
 		case now := <-publish.C:
 			st := n.snapshotStats(now, prev)
+			st.LagMS = float64(lag.Microseconds()) / 1000
+			st.Queued = max(queued, n.queuedPushes())
+			lag, queued = 0, 0
 			_ = bus.PublishNodeStats(n.nc, n.subj, st)
 		}
 	}
+}
+
+// queuedPushes is the number of pushes waiting in the dispatch queues.
+func (n *Node) queuedPushes() int {
+	k := len(n.connCh)
+	for _, ch := range n.dispatch {
+		k += len(ch)
+	}
+	return k
 }
 
 func (n *Node) snapshotStats(now time.Time, prev map[string][3]int64) bus.NodeStats {
