@@ -67,15 +67,15 @@ type round struct {
 	m    store.Map
 	figs map[string]*Figures
 
-	tiers  map[Pool][]string         // working copy of every pool's nodes
-	of     map[string][]Pool         // the pools of each node, from tiers
-	states map[string]store.NodeState // working copy of node states
-	hot     map[Pool]*metric          // hottest's answers this round (nil: not hot); dropped on change
-	touched map[Pool]bool             // pools changed this round
-	ids     []string                  // every node, sorted
-	ok      map[string]bool           // usable, per node (see usable)
-	budget int                       // moves left
-	out    Plan
+	tiers   map[Pool][]string          // working copy of every pool's nodes
+	of      map[string][]Pool          // the pools of each node, from tiers
+	states  map[string]store.NodeState // working copy of node states
+	hot     map[Pool]*metric           // hottest's answers this round (nil: not hot); dropped on change
+	touched map[Pool]bool              // pools changed this round
+	ids     []string                   // every node, sorted
+	ok      map[string]bool            // usable, per node (see usable)
+	budget  int                        // moves left
+	out     Plan
 }
 
 // plan runs one round at now over map m and the nodes' figures.

@@ -37,9 +37,9 @@ func (w *world) node(id string, opts ...func(*store.Node)) *world {
 	return w
 }
 
-func class(c string) func(*store.Node)       { return func(n *store.Node) { n.Class = c } }
+func class(c string) func(*store.Node)          { return func(n *store.Node) { n.Class = c } }
 func state(s store.NodeState) func(*store.Node) { return func(n *store.Node) { n.State = s } }
-func capacity(c int) func(*store.Node)       { return func(n *store.Node) { n.Capacity = c } }
+func capacity(c int) func(*store.Node)          { return func(n *store.Node) { n.Capacity = c } }
 
 // pool puts nodes in a service's tier.
 func (w *world) pool(service, tier string, nodes ...string) *world {

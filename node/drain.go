@@ -3,9 +3,9 @@ package node
 import (
 	"cmp"
 	"context"
-	"slices"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/tetherhq/tether/protocol"
