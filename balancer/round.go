@@ -248,7 +248,7 @@ func (b *Balancer) record(d bus.Decision) {
 
 // snapshot and restore let a round that could not be applied be forgotten.
 type plannerState struct {
-	grew, shrank                       map[Pool]time.Time
+	grew, shrank                         map[Pool]time.Time
 	nodeCooldown, lowSince, waking, told map[string]time.Time
 }
 
