@@ -19,12 +19,6 @@ import (
 	"github.com/tetherhq/tether/store"
 )
 
-// LeaseName is the store lease the balancers elect their leader with.
-const LeaseName = "balancer"
-
-// DecisionLog is the store log the leader records its decisions in.
-const DecisionLog = "decisions"
-
 // Deps are what a balancer needs besides its configuration.
 type Deps struct {
 	// Store holds the map and the leader lease. Required.
@@ -282,10 +276,10 @@ func (b *Balancer) elect() {
 		b.setLeader(store.Lease{}, false, "")
 		return
 	}
-	got, err := b.st.AcquireLease(ctx, LeaseName, b.cfg.ID, b.cfg.LeaseTTL)
+	got, err := b.st.AcquireLease(ctx, store.LeaseBalancer, b.cfg.ID, b.cfg.LeaseTTL)
 	if err != nil {
 		holder := ""
-		if h, herr := b.st.LeaseHolder(ctx, LeaseName); herr == nil {
+		if h, herr := b.st.LeaseHolder(ctx, store.LeaseBalancer); herr == nil {
 			holder = h.Holder
 		}
 		b.mu.Lock()

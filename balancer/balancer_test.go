@@ -200,7 +200,7 @@ func TestRoundAppliesAndPublishes(t *testing.T) {
 		}
 		return nil
 	})
-	recs, err := st.Records(t.Context(), balancer.DecisionLog, 10)
+	recs, err := st.Records(t.Context(), store.LogDecisions, 10)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("decision log %q, %v", recs, err)
 	}
@@ -279,14 +279,14 @@ func TestLeaderFailoverAndFencing(t *testing.T) {
 	}
 	// Someone takes b's lease (as if b had been paused past its TTL): b's
 	// next write is refused, and b steps down.
-	l, err := st.LeaseHolder(t.Context(), balancer.LeaseName)
+	l, err := st.LeaseHolder(t.Context(), store.LeaseBalancer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := st.ReleaseLease(t.Context(), l); err != nil {
 		t.Fatal(err)
 	}
-	thief, err := st.AcquireLease(t.Context(), balancer.LeaseName, "thief", time.Hour)
+	thief, err := st.AcquireLease(t.Context(), store.LeaseBalancer, "thief", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,8 @@ type planner struct {
 	grew, shrank map[Pool]time.Time   // when the pool last gained, lost a node
 	nodeCooldown map[string]time.Time // the ratio rule does not drain the node again before
 	lowSince     map[string]time.Time // the node has been under the sleep thresholds since
-	waking       map[string]time.Time // the node was woken at
+	waking       map[string]time.Time // the node was woken at (until it is up)
+	woken        map[string]time.Time // the node was woken at (until it sleeps again)
 	told         map[string]time.Time // a "nothing possible" decision was published at
 }
 
@@ -39,7 +40,7 @@ func newPlanner(cfg Config) *planner {
 	cfg.applyDefaults()
 	return &planner{
 		cfg: cfg, grew: map[Pool]time.Time{}, shrank: map[Pool]time.Time{}, nodeCooldown: map[string]time.Time{},
-		lowSince: map[string]time.Time{}, waking: map[string]time.Time{}, told: map[string]time.Time{},
+		lowSince: map[string]time.Time{}, waking: map[string]time.Time{}, woken: map[string]time.Time{}, told: map[string]time.Time{},
 	}
 }
 
@@ -661,6 +662,7 @@ func (r *round) wake(p Pool, d bus.Decision, why string) bool {
 	}
 	r.setState(best, store.StateActive)
 	r.p.waking[best] = r.now
+	r.p.woken[best] = r.now
 	return true
 }
 
@@ -773,6 +775,10 @@ func (r *round) sleep() {
 			hot = true
 		}
 	}
+	// Who has been idle long enough, and may go: nodes the balancer woke
+	// go back first (the most recent first), then those holding fewest
+	// connections.
+	var idle []string
 	for _, id := range r.ids {
 		if !r.usable(id) {
 			delete(r.p.lowSince, id)
@@ -788,11 +794,20 @@ func (r *round) sleep() {
 			r.p.lowSince[id] = r.now
 			continue
 		}
-		if hot || active <= cfg.MinActive || r.now.Sub(since) < cfg.SleepAfter {
-			continue
+		if r.now.Sub(since) >= cfg.SleepAfter {
+			idle = append(idle, id)
 		}
+	}
+	if hot || active <= cfg.MinActive || len(idle) == 0 {
+		return
+	}
+	slices.SortStableFunc(idle, func(a, b string) int {
+		return cmp.Or(r.p.woken[b].Compare(r.p.woken[a]), cmp.Compare(r.figs[a].Connections, r.figs[b].Connections))
+	})
+	for _, id := range idle {
+		f, since := r.figs[id], r.p.lowSince[id]
 		pools := slices.Clone(r.of[id])
-		ok = true
+		ok := true
 		for _, p := range pools {
 			if len(r.members(p))-1 < r.p.cfg.MinNodesPerPool || !r.canShrink(p) {
 				ok = false
@@ -824,6 +839,7 @@ func (r *round) sleep() {
 		}
 		r.setState(id, store.StateSleep)
 		delete(r.p.lowSince, id)
+		delete(r.p.woken, id)
 		return // one a round
 	}
 }

@@ -224,7 +224,7 @@ func (b *Balancer) record(d bus.Decision) {
 	}
 	if raw, err := json.Marshal(d); err == nil {
 		ctx, cancel := b.storeCtx()
-		if err := b.st.AddRecord(ctx, DecisionLog, raw, b.cfg.DecisionLog); err != nil {
+		if err := b.st.AddRecord(ctx, store.LogDecisions, raw, b.cfg.DecisionLog); err != nil {
 			b.m.errors.WithLabelValues("record").Inc()
 		}
 		cancel()
@@ -248,18 +248,18 @@ func (b *Balancer) record(d bus.Decision) {
 
 // snapshot and restore let a round that could not be applied be forgotten.
 type plannerState struct {
-	grew, shrank                         map[Pool]time.Time
-	nodeCooldown, lowSince, waking, told map[string]time.Time
+	grew, shrank                                map[Pool]time.Time
+	nodeCooldown, lowSince, waking, woken, told map[string]time.Time
 }
 
 func (p *planner) snapshot() plannerState {
 	return plannerState{
 		grew: maps.Clone(p.grew), shrank: maps.Clone(p.shrank), nodeCooldown: maps.Clone(p.nodeCooldown),
-		lowSince: maps.Clone(p.lowSince), waking: maps.Clone(p.waking), told: maps.Clone(p.told),
+		lowSince: maps.Clone(p.lowSince), waking: maps.Clone(p.waking), woken: maps.Clone(p.woken), told: maps.Clone(p.told),
 	}
 }
 
 func (p *planner) restore(s plannerState) {
 	p.grew, p.shrank, p.nodeCooldown = s.grew, s.shrank, s.nodeCooldown
-	p.lowSince, p.waking, p.told = s.lowSince, s.waking, s.told
+	p.lowSince, p.waking, p.woken, p.told = s.lowSince, s.waking, s.woken, s.told
 }

@@ -39,6 +39,15 @@ type AdminMap struct {
 	Version  int64           `json:"version"`
 	Nodes    []AdminNode     `json:"nodes"`
 	Services []store.Service `json:"services"`
+	// BalancerLeader is the ID of the leading balancer, when one runs.
+	BalancerLeader string `json:"balancer_leader,omitempty"`
+}
+
+// DecisionsAnswer is the answer of GET /v1/admin/decisions: the balancer's
+// recent decisions (bus.Decision, docs/balancer.md), newest first.
+type DecisionsAnswer struct {
+	Leader    string            `json:"leader,omitempty"`
+	Decisions []json.RawMessage `json:"decisions"`
 }
 
 // ServiceSpec is the body of PUT /v1/admin/services/{name}.
@@ -106,6 +115,7 @@ func (s *Server) adminRoutes() http.Handler {
 		http.MethodGet: s.adminClient, http.MethodPut: s.adminPutClient, http.MethodDelete: s.adminDeleteClient,
 	})
 	handle(mux, "/v1/admin/seed", methods{http.MethodPost: s.adminSeed})
+	handle(mux, "/v1/admin/decisions", methods{http.MethodGet: s.adminDecisions})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		errorf(w, http.StatusNotFound, CodeNotFound, "no such admin path: "+r.URL.Path)
 	})
@@ -204,6 +214,9 @@ func (s *Server) adminMap(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	a := AdminMap{Version: m.Version, Nodes: []AdminNode{}, Services: []store.Service{}}
+	if l, err := s.st.LeaseHolder(ctx, store.LeaseBalancer); err == nil {
+		a.BalancerLeader = l.Holder
+	}
 	for _, id := range slices.Sorted(maps.Keys(m.Nodes)) {
 		n := m.Nodes[id]
 		a.Nodes = append(a.Nodes, AdminNode{Node: n, Live: n.Live(now, s.ttl), Conns: counts[id]})
@@ -504,6 +517,37 @@ func (s *Server) adminDeleteClient(w http.ResponseWriter, r *http.Request) {
 	}
 	s.clients.forget(names[0])
 	s.done(w, r)
+}
+
+// adminDecisions answers the balancer's recent decisions, newest first
+// (?limit=N, 1 to 1000, default 20), with the leader's ID.
+func (s *Server) adminDecisions(w http.ResponseWriter, r *http.Request) {
+	limit := 20
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			errorf(w, http.StatusBadRequest, CodeBadRequest, "limit: want 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	ctx, cancel := s.storeCtx(r)
+	defer cancel()
+	recs, err := s.st.Records(ctx, store.LogDecisions, limit)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	a := DecisionsAnswer{Decisions: []json.RawMessage{}}
+	for _, rec := range recs {
+		if json.Valid(rec) {
+			a.Decisions = append(a.Decisions, rec)
+		}
+	}
+	if l, err := s.st.LeaseHolder(ctx, store.LeaseBalancer); err == nil {
+		a.Leader = l.Holder
+	}
+	writeJSON(w, http.StatusOK, a)
 }
 
 // adminSeed applies a YAML seed (store.Seed's format) from the body.

@@ -244,6 +244,14 @@ func (c *AdminClient) Seed(ctx context.Context, yamlSeed []byte) (int64, error) 
 	return a.Version, err
 }
 
+// Decisions returns the balancer's most recent decisions, newest first
+// (limit 1 to 1000), and the leader's ID.
+func (c *AdminClient) Decisions(ctx context.Context, limit int) (DecisionsAnswer, error) {
+	var a DecisionsAnswer
+	err := c.doJSON(ctx, http.MethodGet, "/v1/admin/decisions?limit="+strconv.Itoa(limit), nil, &a)
+	return a, err
+}
+
 // IsNotFound reports whether err is a 404 answer.
 func IsNotFound(err error) bool {
 	var e *APIError

@@ -45,6 +45,15 @@ type Lease struct {
 	Token  int64  `json:"token"`
 }
 
+// The lease and log names tether uses.
+const (
+	// LeaseBalancer is the lease the balancers elect their leader with.
+	LeaseBalancer = "balancer"
+	// LogDecisions is the log the leading balancer records its decisions
+	// in (JSON bus.Decision records).
+	LogDecisions = "decisions"
+)
+
 // Change is one change made by ApplyChanges: either the nodes of a
 // service's tier (Service, Tier and Nodes, in order; an empty Nodes empties
 // the tier), or a node's state (Node and State).

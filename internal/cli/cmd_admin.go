@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/store"
 )
@@ -51,6 +52,7 @@ Commands:
   clients add ID --service S [--tier T]      map a client (device) to a service and tier
   clients rm ID                              remove a client mapping
   seed FILE                                  apply a YAML seed file (nodes, services, clients)
+  decisions [--limit N]                      the balancer's recent decisions (rule, moves, outcome, change)
 `
 
 type adminCmd struct {
@@ -121,6 +123,8 @@ func runAdmin(ctx context.Context, io IO, args []string) error {
 		return a.clients(rest)
 	case "seed":
 		return a.seed(rest)
+	case "decisions", "decision":
+		return a.decisions(rest)
 	case "help":
 		fmt.Fprint(stdout, adminUsage)
 		return nil
@@ -240,7 +244,77 @@ func (a *adminCmd) showMap(args []string) error {
 			}
 		}
 	}
-	return a.table("SERVICE\tTIER\tNODE\tSTATE\tLIVE\tCONNS\tCAPACITY\tURL", rows)
+	if err := a.table("SERVICE\tTIER\tNODE\tSTATE\tLIVE\tCONNS\tCAPACITY\tURL", rows); err != nil {
+		return err
+	}
+	// Nodes that serve nothing (standby, asleep, or not assigned yet).
+	used := map[string]bool{}
+	for _, sv := range m.Services {
+		for _, ids := range sv.Tiers {
+			for _, id := range ids {
+				used[id] = true
+			}
+		}
+	}
+	var idle []string
+	for _, n := range m.Nodes {
+		if !used[n.ID] {
+			idle = append(idle, fmt.Sprintf("%s (%s, live %s)", n.ID, n.State, yesNo(n.Live)))
+		}
+	}
+	if len(idle) > 0 {
+		fmt.Fprintf(a.stdout, "serving no service: %s\n", strings.Join(idle, ", "))
+	}
+	if m.BalancerLeader != "" {
+		fmt.Fprintf(a.stdout, "balancer leader: %s", m.BalancerLeader)
+		if d, err := a.c.Decisions(a.ctx, 1); err == nil && len(d.Decisions) > 0 {
+			if dec, err := bus.ParseDecision(d.Decisions[0]); err == nil {
+				fmt.Fprintf(a.stdout, "; last decision %s ago: %s", time.Since(dec.At).Round(time.Second), dec.Change)
+			}
+		}
+		fmt.Fprintln(a.stdout)
+	}
+	return nil
+}
+
+// decisions lists the balancer's recent decisions, newest first.
+func (a *adminCmd) decisions(args []string) error {
+	fs := a.flags("decisions")
+	limit := fs.Int("limit", 20, "")
+	if _, err := a.parse(fs, args, 0, "no arguments"); err != nil {
+		return err
+	}
+	if *limit < 1 || *limit > 1000 {
+		return a.usage("decisions: --limit 1 to 1000")
+	}
+	d, err := a.c.Decisions(a.ctx, *limit)
+	if err != nil {
+		return fmt.Errorf("decisions: %w", err)
+	}
+	if a.json {
+		return a.printJSON(d)
+	}
+	leader := d.Leader
+	if leader == "" {
+		leader = "none (no balancer runs)"
+	}
+	fmt.Fprintf(a.stdout, "balancer leader: %s; %d recent decisions, newest first\n", leader, len(d.Decisions))
+	var rows [][]string
+	for _, raw := range d.Decisions {
+		dec, err := bus.ParseDecision(raw)
+		if err != nil {
+			continue
+		}
+		outcome := "applied"
+		switch {
+		case dec.DryRun:
+			outcome = "dry-run"
+		case dec.Error != "":
+			outcome = "failed: " + dec.Error
+		}
+		rows = append(rows, []string{dec.At.Local().Format("15:04:05"), dec.Rule, strconv.Itoa(len(dec.Moves)), outcome, dec.Change})
+	}
+	return a.table("TIME\tRULE\tMOVES\tOUTCOME\tCHANGE", rows)
 }
 
 func capacity(c int) string {

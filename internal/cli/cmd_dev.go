@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tetherhq/tether/internal/devcluster"
+	"github.com/tetherhq/tether/protocol"
 )
 
 func init() {
@@ -16,11 +18,13 @@ func init() {
 }
 
 func runDev(ctx context.Context, io IO, args []string) error {
-	fs := newFlags(io, "dev", "[--duration 30s] [--json] [--devices 300] [--nodes 4] [--redis redis://HOST:PORT/DB]")
+	fs := newFlags(io, "dev", "[--duration 30s] [--json] [--devices 300] [--nodes 5] [--redis redis://HOST:PORT/DB] [--hot SERVICE@DURATION]")
 	duration := fs.Duration("duration", 0, "stop after this long (default: run until Ctrl-C)")
 	asJSON := fs.Bool("json", false, "print the final summary as one JSON object on stdout")
 	devices := fs.Int("devices", 300, "simulated appliances (-1 for none)")
-	nodes := fs.Int("nodes", 4, "edge nodes")
+	nodes := fs.Int("nodes", 5, "edge nodes (the built-in seed puts node-5 on standby)")
+	balance := fs.Bool("balancer", true, "run the balancer (--balancer=false: none)")
+	hot := fs.String("hot", "", "SERVICE@START[+LENGTH]: after START, give SERVICE 4× its appliances and pushes (for LENGTH, or to the end), to watch the balancer give it nodes (e.g. vacuum@10s, vacuum@10s+60s)")
 	rate := fs.Int("rate", 20, "pushes per second from each demo app")
 	upstream := fs.Duration("upstream-every", 10*time.Second, "how often each appliance sends telemetry (0 for never)")
 	redisURL := fs.String("redis", "", "use this Redis (redis://HOST:PORT/DB) instead of the in-process store (or set store.redis in --config)")
@@ -34,6 +38,17 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	logLevel := fs.String("log-level", "warn", "log level of the components: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	hotService, hotAfter, hotFor, err := parseHot(*hot)
+	if err != nil {
+		fmt.Fprintln(io.Stderr, err)
+		fs.Usage()
+		return errUsage
+	}
+	if hotService != "" && !*balance {
+		fmt.Fprintln(io.Stderr, "--hot needs the balancer")
+		fs.Usage()
+		return errUsage
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
@@ -58,6 +73,7 @@ func runDev(ctx context.Context, io IO, args []string) error {
 		Config: cfg, Nodes: *nodes, Devices: *devices, Host: *host,
 		NATSPort: *natsPort, MonitorPort: *monPort, DirectoryPort: *dirPort, NodePort: *nodePort,
 		Redis: cfg.Store.Redis, PushRate: *rate, UpstreamEvery: *upstream, Log: log,
+		NoBalancer: !*balance, HotService: hotService, HotAfter: hotAfter, HotFor: hotFor,
 	})
 	if err != nil {
 		return err
@@ -86,6 +102,17 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	fmt.Fprintf(out, "  directory   %s/v1/nodes?service=vacuum   (admin token %q)\n", c.Directory.URL(), cfg.Directory.AdminToken)
 	for _, n := range c.Nodes {
 		fmt.Fprintf(out, "  %-11s %s\n", n.ID(), n.URL())
+	}
+	if c.Balancer() != nil {
+		if hotService != "" {
+			until := ""
+			if hotFor > 0 {
+				until = fmt.Sprintf(" for %v", hotFor)
+			}
+			fmt.Fprintf(out, "  balancer    on; %s gets 4× its appliances and pushes after %v%s (decisions: tether admin decisions)\n", hotService, hotAfter, until)
+		} else {
+			fmt.Fprintln(out, "  balancer    on (decisions: tether admin decisions; --hot vacuum@10s to give it work)")
+		}
 	}
 	if r := cfg.Store.Redis; r != nil {
 		fmt.Fprintf(out, "  store       Redis %s%s (key prefix %q)\n", r.URL, strings.Join(r.Addrs, ","), r.Prefix)
@@ -138,8 +165,35 @@ loop:
 		fmt.Fprintf(io.Stdout, "summary after %.1fs: %d/%d devices connected, %d pushes (%.1f/s): %d acked, %d offline, %d closed, %d lost, %d errors; latency p50 %.2fms p99 %.2fms max %.2fms; %d upstream messages\n",
 			sum.DurationS, sum.Connected, sum.Devices, sum.Pushes, sum.PushesPerS, sum.Acked, sum.Offline, sum.Closed, sum.Lost, sum.Errors,
 			sum.P50MS, sum.P99MS, sum.MaxMS, sum.Upstream)
+		if b := sum.Balancer; b != nil {
+			fmt.Fprintf(io.Stdout, "balancer (leader %s): %d decisions, %d moves; last: %s\n", b.Leader, b.Decisions, b.Moves, cmp.Or(b.Last, "none"))
+		}
 	}
 	return nil
+}
+
+// parseHot reads --hot SERVICE@START[+LENGTH].
+func parseHot(s string) (svc string, after, length time.Duration, err error) {
+	if s == "" {
+		return "", 0, 0, nil
+	}
+	svc, when, ok := strings.Cut(s, "@")
+	if !ok || svc == "" {
+		return "", 0, 0, fmt.Errorf("--hot %q: want SERVICE@START[+LENGTH], e.g. vacuum@10s or vacuum@10s+60s", s)
+	}
+	if err := protocol.ValidName(svc); err != nil {
+		return "", 0, 0, fmt.Errorf("--hot: service: %w", err)
+	}
+	start, dur, hasLen := strings.Cut(when, "+")
+	if after, err = time.ParseDuration(start); err != nil || after < 0 {
+		return "", 0, 0, fmt.Errorf("--hot %q: bad start %q", s, start)
+	}
+	if hasLen {
+		if length, err = time.ParseDuration(dur); err != nil || length <= 0 {
+			return "", 0, 0, fmt.Errorf("--hot %q: bad length %q", s, dur)
+		}
+	}
+	return svc, after, length, nil
 }
 
 func serviceNames(c *devcluster.Cluster) []string {

@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tetherhq/tether/balancer"
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/node"
@@ -36,6 +37,9 @@ type File struct {
 	Node node.Config `yaml:"node"`
 	// Directory configures `tether directory`.
 	Directory directory.Config `yaml:"directory"`
+	// Balancer configures `tether balancer` (and the balancer of
+	// `tether dev`).
+	Balancer balancer.Config `yaml:"balancer"`
 	// Store selects the shared store: Redis when store.redis is set,
 	// otherwise in-process memory (single binary only).
 	Store Store `yaml:"store"`

@@ -180,8 +180,11 @@ func TestDev(t *testing.T) {
 	}
 	// The seed's node URLs are filled in by tether dev, so it is not
 	// validated here.
-	if f.Seed == nil || len(f.Seed.Nodes) != 4 || len(f.Seed.Services) != 3 {
-		t.Fatalf("seed %+v", f.Seed)
+	if f.Seed == nil || len(f.Seed.Nodes) != 5 || len(f.Seed.Services) != 3 || f.Seed.Nodes[4].State != "standby" {
+		t.Fatalf("seed %+v: want node-1 to node-5, node-5 on standby", f.Seed)
+	}
+	if err := f.Balancer.Validate(); err != nil || f.Balancer.Interval == 0 {
+		t.Fatalf("dev balancer section %+v: %v", f.Balancer, err)
 	}
 	if f.Directory.AdminToken == "" {
 		t.Fatal("no admin token")

@@ -36,6 +36,7 @@ type App struct {
 
 	stopped  chan struct{}
 	done     chan struct{}
+	rates    chan int // new push rates for run
 	stopOnce sync.Once
 	inflight sync.WaitGroup
 
@@ -54,7 +55,7 @@ func newApp(nc *nats.Conn, subj bus.Subjects, service string, rate int, log *slo
 	a := &App{
 		Service: service, client: client, svc: svc, rate: rate, log: log,
 		conns: map[string]string{}, hist: hdrhistogram.New(1, 60_000_000, 3), fan: hdrhistogram.New(1, 60_000_000, 3),
-		stopped: make(chan struct{}), done: make(chan struct{}),
+		stopped: make(chan struct{}), done: make(chan struct{}), rates: make(chan int, 1),
 	}
 	evs, err := svc.HandleEvents(a.onEvent)
 	if err != nil {
@@ -113,6 +114,15 @@ func (a *App) start(ctx context.Context) {
 	}()
 }
 
+// setRate changes the push rate (pushes per second).
+func (a *App) setRate(rate int) {
+	select {
+	case <-a.rates:
+	default:
+	}
+	a.rates <- rate
+}
+
 func (a *App) run(ctx context.Context) {
 	t := time.NewTicker(time.Second / time.Duration(a.rate))
 	defer t.Stop()
@@ -123,6 +133,10 @@ func (a *App) run(ctx context.Context) {
 			return
 		case <-a.stopped:
 			return
+		case r := <-a.rates:
+			t.Reset(time.Second / time.Duration(max(r, 1)))
+			n--
+			continue
 		case <-t.C:
 		}
 		conn, device, ok := a.pick()
@@ -179,6 +193,15 @@ func (a *App) push(n int, conn, device string) {
 		a.Offline.Add(1)
 	case appsdk.StatusClosed:
 		a.Closed.Add(1)
+	case appsdk.StatusPartial:
+		if r.Acked+r.Closed >= r.Delivered {
+			// Every connection acked or closed (a device moving to
+			// another node, say): nothing was lost.
+			a.Closed.Add(1)
+			return
+		}
+		a.Lost.Add(1)
+		a.log.Warn("push not acked", "service", a.Service, "status", r.Status, "delivered", r.Delivered, "acked", r.Acked, "closed", r.Closed)
 	default:
 		a.Lost.Add(1)
 		a.log.Warn("push not acked", "service", a.Service, "status", r.Status, "delivered", r.Delivered, "acked", r.Acked)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -48,6 +49,17 @@ type Options struct {
 	// UpstreamEvery is how often each device sends telemetry. Default 10s;
 	// negative disables.
 	UpstreamEvery time.Duration
+	// NoBalancer runs no balancer. By default `tether dev` runs one.
+	NoBalancer bool
+	// HotService, after HotAfter, gets HotFactor times its demo devices
+	// and push rate, so that the balancer has something to do; after a
+	// further HotFor (0: never) the extra devices leave and the rate comes
+	// back down.
+	HotService string
+	HotAfter   time.Duration
+	HotFor     time.Duration
+	// HotFactor defaults to 4.
+	HotFactor int
 	// Log receives the components' logs.
 	Log *slog.Logger
 }
@@ -73,6 +85,9 @@ func (o *Options) defaults() {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.HotFactor <= 1 {
+		o.HotFactor = 4
+	}
 }
 
 // Cluster is a running dev cluster.
@@ -95,6 +110,9 @@ type Cluster struct {
 
 	nodeProcs []*process.Node
 	dirProc   *process.Directory
+	balProc   *process.Balancer
+	hotMu     sync.Mutex
+	hotFleet  *simulator.Fleet
 	conns     []*nats.Conn
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -180,6 +198,14 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.Directory = c.dirProc.Server()
+	if !o.NoBalancer {
+		if c.balProc, err = process.NewBalancer(env, o.Config.Balancer); err != nil {
+			return nil, err
+		}
+		if err := c.balProc.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -198,41 +224,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	// The appliances.
 	if o.Devices > 0 {
-		paid := map[string]bool{}
-		if o.Config.Seed != nil {
-			for _, cl := range o.Config.Seed.Clients {
-				if cl.Tier == "paid" {
-					paid[cl.ID] = true
-				}
-			}
-		}
-		up := o.UpstreamEvery
-		if up < 0 {
-			up = 0
-		}
-		c.Fleet, err = simulator.NewFleet(simulator.FleetConfig{
-			Devices:      o.Devices,
-			Services:     services,
-			DirectoryURL: c.Directory.URL(),
-			ClientIDs:    true,
-			ConnectRate:  max(o.Devices/2, 50),
-			Token: func(_ context.Context, service, device string) (string, error) {
-				tier := "free"
-				if paid[device] {
-					tier = "paid"
-				}
-				group := "floor-1"
-				if n, err := strconv.Atoi(device[max(len(device)-4, 0):]); err == nil {
-					group = "floor-" + strconv.Itoa(n%3+1)
-				}
-				return c.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: []string{group}, TTL: 24 * time.Hour})
-			},
-			UpstreamEvery: up,
-			MinBackoff:    50 * time.Millisecond,
-			MaxBackoff:    2 * time.Second,
-			Log:           o.Log,
-		})
-		if err != nil {
+		if c.Fleet, err = c.fleet(o.Devices, services, nil); err != nil {
 			return nil, err
 		}
 		c.wg.Add(1)
@@ -241,13 +233,23 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			_ = c.Fleet.Run(runCtx)
 		}()
 	}
+	if o.HotService != "" {
+		if !slices.Contains(services, o.HotService) {
+			return nil, fmt.Errorf("devcluster: hot service %q is not configured (services: %v)", o.HotService, services)
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.heat(runCtx)
+		}()
+	}
 	// The apps push once the fleet is up (or after 15s), so that the
 	// figures are those of a cluster at work, not of its start.
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		deadline := time.Now().Add(15 * time.Second)
-		for c.Fleet != nil && c.Fleet.Stats().Connected < o.Devices && time.Now().Before(deadline) {
+		for c.Fleet != nil && c.Fleet.Stats().Connected < c.Fleet.Stats().Devices && time.Now().Before(deadline) {
 			select {
 			case <-runCtx.Done():
 				return
@@ -260,6 +262,115 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}()
 	return c, nil
 }
+
+// fleet builds a fleet of n appliances of services; id names device i of
+// a service (default "<service>-<i, 4 digits>").
+func (c *Cluster) fleet(n int, services []string, id func(service string, i int) string) (*simulator.Fleet, error) {
+	paid := map[string]bool{}
+	if c.opts.Config.Seed != nil {
+		for _, cl := range c.opts.Config.Seed.Clients {
+			if cl.Tier == "paid" {
+				paid[cl.ID] = true
+			}
+		}
+	}
+	up := c.opts.UpstreamEvery
+	if up < 0 {
+		up = 0
+	}
+	return simulator.NewFleet(simulator.FleetConfig{
+		Devices:      n,
+		Services:     services,
+		DeviceID:     id,
+		DirectoryURL: c.Directory.URL(),
+		ClientIDs:    true,
+		ConnectRate:  max(n/2, 50),
+		Token: func(_ context.Context, service, device string) (string, error) {
+			tier := "free"
+			if paid[device] {
+				tier = "paid"
+			}
+			group := "floor-1"
+			if n, err := strconv.Atoi(device[max(len(device)-4, 0):]); err == nil {
+				group = "floor-" + strconv.Itoa(n%3+1)
+			}
+			return c.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: []string{group}, TTL: 24 * time.Hour})
+		},
+		UpstreamEvery: up,
+		MinBackoff:    50 * time.Millisecond,
+		MaxBackoff:    2 * time.Second,
+		Log:           c.log,
+	})
+}
+
+// heat makes the hot service hot once HotAfter has passed: HotFactor times
+// its devices (the extra ones named "<service>-hot-NNNN") and its push rate.
+func (c *Cluster) heat(ctx context.Context) {
+	o := c.opts
+	t := time.NewTimer(o.HotAfter)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-t.C:
+	}
+	for _, a := range c.Apps {
+		if a.Service == o.HotService {
+			a.setRate(o.PushRate * o.HotFactor)
+		}
+	}
+	per := o.Devices / max(len(c.Apps), 1)
+	extra := per * (o.HotFactor - 1)
+	if extra <= 0 {
+		return
+	}
+	f, err := c.fleet(extra, []string{o.HotService}, func(service string, i int) string { return fmt.Sprintf("%s-hot-%04d", service, i) })
+	if err != nil {
+		c.log.Warn("hot service: no extra devices", "err", err)
+		return
+	}
+	c.hotMu.Lock()
+	c.hotFleet = f
+	c.hotMu.Unlock()
+	c.log.Info("service made hot", "service", o.HotService, "devices", extra, "push_rate", o.PushRate*o.HotFactor)
+	fctx := ctx
+	if o.HotFor > 0 {
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(ctx, o.HotFor)
+		defer cancel()
+	}
+	_ = f.Run(fctx)
+	if ctx.Err() != nil {
+		return
+	}
+	// Cooled down: the extra devices have left.
+	for _, a := range c.Apps {
+		if a.Service == o.HotService {
+			a.setRate(o.PushRate)
+		}
+	}
+	c.hotMu.Lock()
+	c.hotFleet = nil
+	c.hotMu.Unlock()
+	c.log.Info("service cooled down", "service", o.HotService)
+}
+
+// fleets returns the running fleets.
+func (c *Cluster) fleets() []*simulator.Fleet {
+	var out []*simulator.Fleet
+	if c.Fleet != nil {
+		out = append(out, c.Fleet)
+	}
+	c.hotMu.Lock()
+	if c.hotFleet != nil {
+		out = append(out, c.hotFleet)
+	}
+	c.hotMu.Unlock()
+	return out
+}
+
+// Balancer returns the cluster's balancer process (nil with NoBalancer).
+func (c *Cluster) Balancer() *process.Balancer { return c.balProc }
 
 func (c *Cluster) connect(ctx context.Context, cfg bus.Config, name string) (*nats.Conn, error) {
 	nc, err := bus.Connect(ctx, cfg, name, c.log)
@@ -351,6 +462,9 @@ func (c *Cluster) Stop(ctx context.Context) {
 		c.cancel()
 	}
 	c.wg.Wait()
+	if c.balProc != nil {
+		_ = c.balProc.Shutdown(ctx)
+	}
 	if c.dirProc != nil {
 		_ = c.dirProc.Shutdown(ctx)
 	}

@@ -13,13 +13,14 @@ type Summary struct {
 	Connected int `json:"connected"`
 	Nodes     int `json:"nodes"`
 	// Pushes counts pushes sent by the demo apps; each ends as exactly one
-	// of acked, offline, closed, lost or errors.
+	// of acked, offline, closed, lost or errors. Closed also counts fan-out
+	// pushes of which every connection acked or closed.
 	Pushes  int64 `json:"pushes"`
 	Acked   int64 `json:"acked"`
 	Offline int64 `json:"offline"`
 	Closed  int64 `json:"closed"`
 	// Lost counts pushes delivered to a connection that neither acked nor
-	// closed in time (status timeout or partial).
+	// closed in time (status timeout, or partial with such a connection).
 	Lost     int64 `json:"lost"`
 	Errors   int64 `json:"errors"`
 	Upstream int64 `json:"upstream"`
@@ -39,6 +40,20 @@ type Summary struct {
 	NATSURL    string  `json:"nats_url"`
 	Directory  string  `json:"directory_url"`
 	Store      string  `json:"store"`
+	// Balancer is what the balancer did (absent when it does not run).
+	Balancer *BalancerSummary `json:"balancer,omitempty"`
+}
+
+// BalancerSummary is the balancer's part of a Summary.
+type BalancerSummary struct {
+	// Decisions and Moves count the decisions the leader applied and the
+	// moves they asked for.
+	Decisions int64 `json:"decisions"`
+	Moves     int64 `json:"moves"`
+	// Leader is the leading balancer's ID.
+	Leader string `json:"leader"`
+	// Last is the latest decision's change, for people.
+	Last string `json:"last,omitempty"`
 }
 
 // Summary returns the cluster's totals so far.
@@ -50,9 +65,20 @@ func (c *Cluster) Summary() Summary {
 	if c.Directory != nil {
 		s.Directory = c.Directory.URL()
 	}
-	if c.Fleet != nil {
-		fs := c.Fleet.Stats()
-		s.Devices, s.Connected, s.Reconnects = fs.Devices, fs.Connected, fs.Reconnects
+	for _, f := range c.fleets() {
+		fs := f.Stats()
+		s.Devices += fs.Devices
+		s.Connected += fs.Connected
+		s.Reconnects += fs.Reconnects
+	}
+	if c.balProc != nil {
+		if b := c.balProc.Balancer(); b != nil {
+			st := b.Status()
+			s.Balancer = &BalancerSummary{Decisions: st.Decisions, Moves: st.Moves, Leader: st.Leader}
+			if st.Last != nil {
+				s.Balancer.Last = st.Last.Change
+			}
+		}
 	}
 	h, fan := hdrhistogram.New(1, 60_000_000, 3), hdrhistogram.New(1, 60_000_000, 3)
 	for _, a := range c.Apps {
@@ -91,6 +117,14 @@ func StatusLine(s, prev Summary, dt time.Duration) string {
 		rate = float64(s.Pushes-prev.Pushes) / dt.Seconds()
 		up = float64(s.Upstream-prev.Upstream) / dt.Seconds()
 	}
-	return fmt.Sprintf("devices %d/%d | nodes %d | pushes %.0f/s | acked %d | offline %d | lost %d | p50 %.2fms p99 %.2fms | upstream %.0f/s",
+	line := fmt.Sprintf("devices %d/%d | nodes %d | pushes %.0f/s | acked %d | offline %d | lost %d | p50 %.2fms p99 %.2fms | upstream %.0f/s",
 		s.Connected, s.Devices, s.Nodes, rate, s.Acked, s.Offline, s.Lost, s.P50MS, s.P99MS, up)
+	if b := s.Balancer; b != nil && b.Last != "" {
+		last := b.Last
+		if len(last) > 60 {
+			last = last[:57] + "..."
+		}
+		line += fmt.Sprintf(" | balancer %d: %s", b.Decisions, last)
+	}
+	return line
 }
