@@ -266,6 +266,9 @@ func TestConfigFiles(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if err := f.Balancer.Validate(); err != nil {
+				t.Fatal(err)
+			}
 			if f.Store.Redis == nil || f.Store.Redis.URL != "redis://redis:6379/0" {
 				t.Fatalf("store.redis = %+v", f.Store.Redis)
 			}
