@@ -111,7 +111,7 @@ test('partial, timeout and closed receipts', async (t) => {
   assert.equal(r3.closed, 1);
 });
 
-test('a device push waits for all nodes only with waitAll; a too large payload is rejected', async (t) => {
+test('waitAll on a device push; a payload over max_push_bytes is rejected, one over max_payload refused', async (t) => {
   const { c, vac } = await env();
   const id = `wa-${uniq()}`;
   await device(t, c, id);
@@ -122,6 +122,8 @@ test('a device push waits for all nodes only with waitAll; a too large payload i
   const r2 = await vac.pushDevice(id, big, { timeoutMs: 10_000 });
   assert.equal(r2.status, 'rejected', JSON.stringify({ ...r2, acks: undefined }));
   assert.equal(r2.error, 'too_large');
+  // Over NATS's own max_payload (1 MiB), the push cannot even be published.
+  await assert.rejects(vac.pushDevice(id, new Uint8Array(2 << 20)), (err) => err.code === ErrorCode.PAYLOAD_TOO_LARGE);
 });
 
 test('upstream messages come in order to a queue subscriber, with identity headers', async (t) => {
