@@ -149,6 +149,28 @@ test('upstream messages come in order to a queue subscriber, with identity heade
   await sub.closed;
 });
 
+test('an upstream msg reaches a plain NATS subscriber with the identity headers', async (t) => {
+  const { c, app } = await env();
+  const id = `raw-${uniq()}`;
+  const sub = app.nc.subscribe('tether.svc.vacuum.up');
+  t.after(() => sub.unsubscribe());
+  await app.nc.flush();
+  const { d, w } = await device(t, c, id);
+  await d.send(new Uint8Array([1, 2, 3, 0xff]), 'raw-1');
+  let m;
+  for await (const x of sub) {
+    if (x.headers?.get('Tether-Device') === id) {
+      m = x;
+      break;
+    }
+  }
+  assert.equal(m.headers.get('Tether-Service'), 'vacuum');
+  assert.equal(m.headers.get('Tether-Conn'), w.conn);
+  assert.equal(m.headers.get('Tether-Node'), w.node);
+  assert.equal(m.headers.get('Tether-Msg-Id'), 'raw-1');
+  assert.deepEqual([...m.data], [1, 2, 3, 0xff], 'the decoded bytes');
+});
+
 test('connected and disconnected events', async (t) => {
   const { c, app } = await env();
   const id = `ev-${uniq()}`;
