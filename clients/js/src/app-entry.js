@@ -1,0 +1,5 @@
+// Entry point of the app side alone (@tether/client/app): Node only (the
+// `nats` package's TCP transport).
+export * from './common.js';
+export { App, Service, Upstream, Subscription, connectApp, APP_DEFAULTS, MAX_MSG_ID_LEN } from './app.js';
+export { Receipt, Ack, Status, Target, Gather, ackWait, isNoResponders } from './receipt.js';

@@ -1,0 +1,2 @@
+// @tether/client in browsers: devices only.
+export * from './device.js';
