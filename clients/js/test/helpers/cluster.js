@@ -38,7 +38,7 @@ export async function tetherBin() {
 /**
  * Starts `tether dev` with every port free, no simulated devices, and the
  * demo apps at their lowest rate. Resolves once its state file is written.
- * @param {{bin: string, nodes?: number, pingInterval?: string, durationS?: number}} o
+ * @param {{bin: string, nodes?: number, pingInterval?: string, durationS?: number}} o (nodes: default 5, the dev seed's)
  */
 export async function startCluster(o) {
   const dir = mkdtempSync(join(tmpdir(), 'tether-js-dev-'));
@@ -46,7 +46,9 @@ export async function startCluster(o) {
   const args = [
     'dev', '--quiet', '--devices', '-1', '--rate', '1', '--upstream-every', '0',
     '--nats-port', '0', '--nats-monitor-port', '0', '--directory-port', '0', '--node-port', '0',
-    '--duration', `${o.durationS ?? 1800}s`, '--nodes', String(o.nodes ?? 4),
+    '--duration', `${o.durationS ?? 1800}s`, '--nodes', String(o.nodes ?? 5),
+    // The client is under test, not the balancer: keep the seed's map.
+    '--balancer=false',
   ];
   if (o.pingInterval) {
     // The built-in dev configuration with another ping interval.
