@@ -239,7 +239,7 @@ func TestOfflineFast(t *testing.T) {
 	_, _ = device(t, e, simulator.DeviceConfig{Service: "vacuum", Nodes: []string{n1.URL()}}, "vac-1")
 	c := newClient(t, e.NC)
 	vac, tv := service(t, c, "vacuum"), service(t, c, "tv")
-	const timeout = 5 * time.Second
+	const timeout = 30 * time.Second
 
 	for _, tc := range []struct {
 		name      string
@@ -277,8 +277,8 @@ func TestOfflineFast(t *testing.T) {
 			if err != nil || r.Status != appsdk.StatusOffline || r.Delivered != 0 || !slices.Equal(r.Nodes, tc.wantNodes) {
 				t.Fatalf("receipt = %+v, %v", r, err)
 			}
-			if took > timeout/10 {
-				t.Fatalf("offline answer took %v", took)
+			if took > timeout/3 {
+				t.Fatalf("offline answer took %v: it waited for the timeout", took)
 			}
 		})
 	}
@@ -307,7 +307,9 @@ func TestTimeoutNoAckMsgIDTooLarge(t *testing.T) {
 	// roughly checks that a timeout receipt came after about want.
 	roughly := func(t *testing.T, took, want time.Duration) {
 		t.Helper()
-		if took < want*3/4 || took > want+2*time.Second {
+		// Never much before; and no waiting far past it (loose: a busy
+		// machine is slow).
+		if took < want*3/4 || took > want+15*time.Second {
 			t.Fatalf("timeout receipt after %v, want about %v", took, want)
 		}
 	}

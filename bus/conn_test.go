@@ -175,7 +175,9 @@ func TestConnectGivesUp(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Connect to nothing = %v, want a deadline error", err)
 	}
-	if el := time.Since(start); el < 300*time.Millisecond || el > 5*time.Second {
+	// Never before the timeout; and it does give up (the upper bound is
+	// loose: a busy machine is slow, a retry loop that never ends is not).
+	if el := time.Since(start); el < 300*time.Millisecond || el > 20*time.Second {
 		t.Fatalf("gave up after %v, want about 300ms", el)
 	}
 
@@ -185,7 +187,7 @@ func TestConnectGivesUp(t *testing.T) {
 	if _, err := bus.Connect(ctx, bus.Config{URLs: []string{url}}, "x", nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Connect with a cancelled context = %v", err)
 	}
-	if el := time.Since(start); el > 3*time.Second {
+	if el := time.Since(start); el > 20*time.Second {
 		t.Fatalf("cancel took %v", el)
 	}
 }
@@ -202,11 +204,11 @@ func TestConnectAuth(t *testing.T) {
 	// does not show the password.
 	start := time.Now()
 	bad := "nats://app:wr0ng-pa55@127.0.0.1:" + port
-	_, err = bus.Connect(context.Background(), bus.Config{URLs: []string{bad}, ConnectTimeout: 10 * time.Second}, "x", nil)
+	_, err = bus.Connect(context.Background(), bus.Config{URLs: []string{bad}, ConnectTimeout: 60 * time.Second}, "x", nil)
 	if !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("Connect with a wrong password = %v", err)
 	}
-	if time.Since(start) > 5*time.Second {
+	if time.Since(start) > 30*time.Second {
 		t.Fatalf("a refused login took %v", time.Since(start))
 	}
 	if strings.Contains(err.Error(), "wr0ng") || !strings.Contains(err.Error(), "***@127.0.0.1:"+port) {
