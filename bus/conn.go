@@ -35,9 +35,13 @@ type Config struct {
 	// component's own name.
 	Name string `yaml:"name"`
 	// ReconnectWait is the base delay between reconnect attempts; each
-	// attempt waits up to twice as long, capped at 5s, plus jitter.
-	// Default 250ms. The client reconnects forever.
+	// attempt waits up to twice as long, capped at MaxReconnectWait, with
+	// full jitter. Default 100ms. The client reconnects forever.
 	ReconnectWait time.Duration `yaml:"reconnect_wait"`
+	// MaxReconnectWait caps the delay between reconnect attempts, so that a
+	// client is back within about this long of its server coming back.
+	// Default 1s.
+	MaxReconnectWait time.Duration `yaml:"max_reconnect_wait"`
 	// ConnectTimeout bounds the first connection. Default 5s. Until it
 	// passes, Connect retries as it would reconnect.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
@@ -65,7 +69,10 @@ func (c *Config) setDefaults() {
 		c.URLs = []string{DefaultURL}
 	}
 	if c.ReconnectWait <= 0 {
-		c.ReconnectWait = 250 * time.Millisecond
+		c.ReconnectWait = 100 * time.Millisecond
+	}
+	if c.MaxReconnectWait <= 0 {
+		c.MaxReconnectWait = time.Second
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 5 * time.Second
@@ -117,7 +124,7 @@ func (c Config) Options(name string, log *slog.Logger) []nats.Option {
 		log = slog.Default()
 	}
 	log = log.With("component", "nats")
-	base, maxWait := c.ReconnectWait, 5*time.Second
+	base, maxWait := c.ReconnectWait, max(c.MaxReconnectWait, c.ReconnectWait)
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),

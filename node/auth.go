@@ -32,10 +32,23 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 			fmt.Sprintf("token is for service %q, not %q", claims.Service, service))
 		return
 	}
+	if !n.nc.IsConnected() {
+		// Without NATS the connection could receive no push: say so at
+		// once rather than after a subscription timeout, so the device
+		// tries another node.
+		n.metrics.authFailed.Add(1)
+		c.fail(protocol.CloseInternal, protocol.ErrUnavailable, "the node has lost NATS; try another node")
+		return
+	}
 	c.id = n.cfg.ID + "." + n.boot + strconv.FormatUint(n.connSeq.Add(1), 36)
 	c.service, c.device, c.tier, c.groups = claims.Service, claims.Subject, claims.Tier, claims.Groups
 	c.since = time.Now().UnixNano()
+	if !n.cfg.MultipleConnections {
+		c.authing.Store(true)
+		n.authing.begin(deviceKey(c.service, c.device))
+	}
 	if !c.state.CompareAndSwap(stateNew, stateAuthing) {
+		n.endAuthing(c)
 		return // closed meanwhile (auth deadline, shutdown)
 	}
 	subjects := n.connSubjects(c)
@@ -86,6 +99,14 @@ func (n *Node) activate(c *conn, err error) {
 	// after the welcome, and one sent once the device has the welcome
 	// finds it.
 	n.hub.add(c)
+	if !n.cfg.MultipleConnections {
+		if by, ok := n.superseded(c); ok {
+			n.hub.remove(c)
+			n.metrics.replaced.Add(1)
+			c.fail(protocol.CloseReplaced, "replaced", "a newer connection of this device ("+by+") took over")
+			return
+		}
+	}
 	c.wmu.Lock()
 	if !c.state.CompareAndSwap(stateAuthing, stateActive) {
 		c.wmu.Unlock()
@@ -100,6 +121,7 @@ func (n *Node) activate(c *conn, err error) {
 	n.preMu.Unlock()
 	n.metrics.authenticated.Add(1)
 	if !n.cfg.MultipleConnections {
+		n.replaceOlder(c)
 		n.sendTakeover(c)
 	}
 	n.publishEvent(c, bus.EventConnected)
@@ -136,6 +158,7 @@ func (n *Node) stopReading(c *conn) {
 
 // finish is called exactly once per connection, when it closes.
 func (n *Node) finish(c *conn) {
+	n.endAuthing(c) // closed while authenticating
 	n.preMu.Lock()
 	delete(n.pre, c)
 	n.preMu.Unlock()

@@ -43,6 +43,7 @@ type conn struct {
 	since   int64 // unix nanos of the authentication
 
 	state    atomic.Uint32
+	authing  atomic.Bool  // counted in Node.authing (see begin/endAuthing)
 	subState atomic.Int32 // subNone, subHeld, subReleased
 	announce atomic.Int32 // announceNone, announceDone, announceDeferred
 	accepted int64        // unix nanos

@@ -53,6 +53,9 @@ type Node struct {
 	secret []byte
 	table  *table
 	load   loadMeter
+	// authing tracks takeovers of devices whose connections are being
+	// authenticated (takeover.go).
+	authing *authing
 
 	// pre holds the connections not yet active (not in the hub): the
 	// sweeper enforces their auth deadline and shutdown closes them.
@@ -99,15 +102,16 @@ func New(cfg Config, d Deps) (*Node, error) {
 		return nil, errors.New("node: Deps.Keys is required")
 	}
 	n := &Node{
-		cfg:   cfg,
-		nc:    d.NATS,
-		keys:  d.Keys,
-		obs:   d.Observer,
-		log:   d.Log,
-		hub:   newHub(),
-		table: newTable(),
-		pre:   make(map[*conn]struct{}),
-		quit:  make(chan struct{}),
+		cfg:     cfg,
+		nc:      d.NATS,
+		keys:    d.Keys,
+		obs:     d.Observer,
+		log:     d.Log,
+		hub:     newHub(),
+		table:   newTable(),
+		authing: newAuthing(),
+		pre:     make(map[*conn]struct{}),
+		quit:    make(chan struct{}),
 	}
 	if n.obs == nil {
 		n.obs = noObserver{}
