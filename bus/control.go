@@ -122,6 +122,52 @@ func ParseNodeStats(b []byte) (NodeStats, error) {
 	return st, nil
 }
 
+// Node event types (NodeEvent.Type).
+const (
+	// NodeEventDropped: the node dropped pushes its queues could not hold
+	// (see docs/subjects.md, what fire-and-forget may lose).
+	NodeEventDropped = "dropped"
+)
+
+// NodeEvent is an advisory a node publishes on Subjects.NodeEvents when
+// apps and operators must know something went wrong, such as pushes it
+// dropped. It is published at most once per stats interval per type.
+type NodeEvent struct {
+	Node string    `json:"node"`
+	At   time.Time `json:"at"`
+	Type string    `json:"type"`
+	// Dropped counts the pushes dropped since the previous event; Total
+	// since the node started.
+	Dropped int64 `json:"dropped,omitempty"`
+	Total   int64 `json:"total,omitempty"`
+	// Message says what happened, for people.
+	Message string `json:"message,omitempty"`
+}
+
+// PublishNodeEvent publishes ev on its node's events subject.
+func PublishNodeEvent(nc *nats.Conn, s Subjects, ev NodeEvent) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("bus: node event: %w", err)
+	}
+	if err := nc.Publish(s.NodeEvents(ev.Node), b); err != nil {
+		return fmt.Errorf("bus: publish node event: %w", err)
+	}
+	return nil
+}
+
+// ParseNodeEvent decodes a NodeEvent.
+func ParseNodeEvent(b []byte) (NodeEvent, error) {
+	var ev NodeEvent
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return NodeEvent{}, fmt.Errorf("%w: node event: %w", ErrBadMessage, err)
+	}
+	if ev.Type == "" || protocol.ValidName(ev.Node) != nil {
+		return NodeEvent{}, fmt.Errorf("%w: node event without type or node", ErrBadMessage)
+	}
+	return ev, nil
+}
+
 // Node control operations (ControlRequest.Op).
 const (
 	// OpDrain moves connections away: each is sent a reconnect frame, at

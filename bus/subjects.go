@@ -23,6 +23,7 @@ const DefaultPrefix = "tether"
 //	tether.svc.<S>.up                    upstream messages from devices
 //	tether.svc.<S>.events                connected / disconnected events
 //	tether.node.<node>.stats             node statistics
+//	tether.node.<node>.events            node advisories (dropped pushes)
 //	tether.node.<node>.ctl               node control
 //	tether.map.changed                   the service -> node map changed
 //	tether.balancer.decisions            balancer decisions
@@ -88,6 +89,12 @@ func (s Subjects) NodeStats(node string) string { return s.prefix + ".node." + n
 
 // AllNodeStats matches the statistics of every node.
 func (s Subjects) AllNodeStats() string { return s.prefix + ".node.*.stats" }
+
+// NodeEvents is the subject of a node's advisories (NodeEvent).
+func (s Subjects) NodeEvents(node string) string { return s.prefix + ".node." + node + ".events" }
+
+// AllNodeEvents matches the advisories of every node.
+func (s Subjects) AllNodeEvents() string { return s.prefix + ".node.*.events" }
 
 // NodeCtl is the subject a node takes control requests on.
 func (s Subjects) NodeCtl(node string) string { return s.prefix + ".node." + node + ".ctl" }

@@ -111,8 +111,17 @@ type Config struct {
 	// Workers is the number of goroutines dispatching device, group and
 	// service pushes. Default GOMAXPROCS.
 	Workers int `yaml:"workers"`
-	// DispatchQueue is the capacity of each dispatch queue. Default 65536.
+	// DispatchQueue is the capacity of each worker's queue of device,
+	// group and service pushes waiting to be handled (8 bytes a slot,
+	// allocated at start). Beyond it, pushes for this node are dropped,
+	// counted and announced (node events). Default 262144.
 	DispatchQueue int `yaml:"dispatch_queue"`
+	// MaxQueuedPushes and MaxQueuedBytes bound the queue of pushes to
+	// single connections waiting to be handled (it grows only while the
+	// node is behind). Beyond them, pushes are dropped, counted and
+	// announced. Defaults 1,000,000 and 256 MiB.
+	MaxQueuedPushes int `yaml:"max_queued_pushes"`
+	MaxQueuedBytes  int `yaml:"max_queued_bytes"`
 }
 
 func (c *Config) applyDefaults() {
@@ -171,7 +180,13 @@ func (c *Config) applyDefaults() {
 		c.PollLoops = runtime.GOMAXPROCS(0)
 	}
 	if c.DispatchQueue <= 0 {
-		c.DispatchQueue = 1 << 16
+		c.DispatchQueue = 1 << 18
+	}
+	if c.MaxQueuedPushes <= 0 {
+		c.MaxQueuedPushes = 1_000_000
+	}
+	if c.MaxQueuedBytes <= 0 {
+		c.MaxQueuedBytes = 256 << 20
 	}
 }
 

@@ -100,6 +100,7 @@ func (n *Node) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 	p("bad_control_total", "counter", "Node-to-node control messages refused (no valid signature).", st.BadControl)
 	p("pending_pushes", "gauge", "Pushes awaiting acks.", st.Pending)
 	p("subscriptions", "gauge", "Device, group and service subscriptions held.", st.Subscriptions)
+	p("dropped_total", "counter", "Pushes NATS dropped for the node because its queues were full (checked every stats interval).", st.Dropped)
 	p("goroutines", "gauge", "Goroutines of the process.", runtime.NumGoroutine())
 	nats := 0
 	if n.nc.IsConnected() {

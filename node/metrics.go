@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -18,6 +19,7 @@ type metrics struct {
 	badFrames, unknownAcks, lateAcks, badControl                     atomic.Int64
 	pushes, deliveries, acked, ackTimeouts, rejected                 atomic.Int64
 	upstream, upstreamFailed                                         atomic.Int64
+	dropped                                                          atomic.Int64 // pushes NATS dropped for the node (its queues were full)
 
 	svcMu sync.RWMutex
 	svcs  map[string]*svcCounters
@@ -94,6 +96,9 @@ type Stats struct {
 	TooBig, UpgradeFailed, BadControl int64
 	Pending                           int
 	Subscriptions                     int
+	// Dropped counts pushes NATS dropped for the node because its queues
+	// were full (as of the last stats interval).
+	Dropped int64
 }
 
 // Stats returns the node's counters.
@@ -124,6 +129,7 @@ func (n *Node) Stats() Stats {
 		BadControl:     m.badControl.Load(),
 		Pending:        n.table.len(),
 		Subscriptions:  n.subs.count(),
+		Dropped:        m.dropped.Load(),
 	}
 }
 
@@ -180,6 +186,7 @@ func (n *Node) statsLoop() {
 			queued = max(queued, n.queuedPushes())
 			n.load.sample(now)
 		case now := <-publish.C:
+			n.checkDropped(now)
 			st := n.snapshotStats(now, prev)
 			st.LagMS = float64(lag.Microseconds()) / 1000
 			st.Queued = max(queued, n.queuedPushes())
@@ -189,9 +196,26 @@ func (n *Node) statsLoop() {
 	}
 }
 
-// queuedPushes is the number of pushes waiting in the dispatch queues.
+// checkDropped counts the pushes NATS dropped for this node since the last
+// check (its queues were full) and, when there are any, says so on the
+// node's events subject and in its log.
+func (n *Node) checkDropped(now time.Time) {
+	total := n.subs.dropped()
+	if d, err := n.connSub.Dropped(); err == nil {
+		total += int64(d)
+	}
+	delta := total - n.metrics.dropped.Swap(total)
+	if delta <= 0 {
+		return
+	}
+	msg := fmt.Sprintf("dropped %d pushes: the node's queues were full (max_queued_pushes %d, dispatch_queue %d per worker)", delta, n.cfg.MaxQueuedPushes, n.cfg.DispatchQueue)
+	n.log.Warn(msg, "dropped_total", total)
+	_ = bus.PublishNodeEvent(n.nc, n.subj, bus.NodeEvent{Node: n.cfg.ID, At: now.UTC(), Type: bus.NodeEventDropped, Dropped: delta, Total: total, Message: msg})
+}
+
+// queuedPushes is the number of pushes waiting to be handled.
 func (n *Node) queuedPushes() int {
-	k := len(n.connCh)
+	k, _, _ := n.connSub.Pending()
 	for _, ch := range n.dispatch {
 		k += len(ch)
 	}

@@ -72,7 +72,6 @@ type Node struct {
 	httpSrv  *http.Server
 	connSub  *nats.Subscription
 	dispatch []chan *nats.Msg
-	connCh   chan *nats.Msg
 
 	metrics metrics
 
@@ -134,7 +133,6 @@ func New(cfg Config, d Deps) (*Node, error) {
 	for i := range n.dispatch {
 		n.dispatch[i] = make(chan *nats.Msg, cfg.DispatchQueue)
 	}
-	n.connCh = make(chan *nats.Msg, cfg.DispatchQueue)
 	n.secret = []byte(cfg.ClusterSecret)
 	if cfg.ClusterSecret == "" && !cfg.MultipleConnections {
 		n.log.Warn("node.cluster_secret is not set: takeover messages are not authenticated, so an app that may push to a device can also disconnect it")
@@ -198,11 +196,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.url == "" {
 		n.url = defaultURL(ln.Addr(), n.cfg.Path)
 	}
-	n.connSub, err = n.nc.ChanSubscribe(n.subj.NodeConns(n.cfg.ID), n.connCh)
+	// Pushes to single connections, the bulk of the traffic, wait in
+	// nats.go's own queue of this subscription (it grows only while
+	// backed up, up to MaxQueuedPushes) and are handled in order by its
+	// goroutine.
+	n.connSub, err = n.nc.Subscribe(n.subj.NodeConns(n.cfg.ID), n.handlePush)
 	if err != nil {
 		return fmt.Errorf("node: subscribe: %w", err)
 	}
 	undo = append(undo, func() { _ = n.connSub.Unsubscribe() })
+	if err := n.connSub.SetPendingLimits(n.cfg.MaxQueuedPushes, n.cfg.MaxQueuedBytes); err != nil {
+		return fmt.Errorf("node: subscription limits: %w", err)
+	}
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := n.nc.FlushWithContext(fctx); err != nil {
@@ -213,7 +218,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.load.sample(time.Now())
 	n.spawn(n.acceptLoop)
-	n.spawn(func() { n.dispatchLoop(n.connCh) })
 	for _, ch := range n.dispatch {
 		n.spawn(func() { n.dispatchLoop(ch) })
 	}

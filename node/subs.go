@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,7 +19,8 @@ const subShards = 32
 // channels (no goroutine per subscription); a subject always maps to the
 // same channel, so pushes on one subject are handled in order.
 type subs struct {
-	nc     *nats.Conn
+	nc      *nats.Conn
+	retired atomic.Int64 // pushes dropped by subscriptions since removed
 	seed   maphash.Seed
 	chans  []chan *nats.Msg
 	shards [subShards]subShard
@@ -78,7 +80,27 @@ func (s *subs) unref(subject string) {
 		return
 	}
 	delete(sh.m, subject)
+	if d, err := e.sub.Dropped(); err == nil && d > 0 {
+		s.retired.Add(int64(d))
+	}
 	_ = e.sub.Unsubscribe()
+}
+
+// dropped returns the pushes NATS dropped for the node's device, group and
+// service subscriptions because their queue was full, since the start.
+func (s *subs) dropped() int64 {
+	k := s.retired.Load()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.m {
+			if d, err := e.sub.Dropped(); err == nil {
+				k += int64(d)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return k
 }
 
 // count returns the number of live subscriptions.
