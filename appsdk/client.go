@@ -36,6 +36,10 @@ type Client struct {
 	inboxDone chan struct{}
 	seq       atomic.Uint64
 
+	// interest follows which nodes hold each service's connections and
+	// groups, for fan-out receipts (interest.go).
+	interest interests
+
 	mu      sync.Mutex
 	waiters map[string]*waiter
 	subs    map[*Subscription]struct{}
@@ -80,6 +84,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		subs:      make(map[*Subscription]struct{}),
 		inboxDone: make(chan struct{}),
 	}
+	c.interest.c = c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	sub, err := nc.Subscribe(c.inbox+"*", c.onReply)
 	if err != nil {
@@ -153,6 +158,7 @@ func (c *Client) Close() {
 	c.mu.Unlock()
 	// Wakes every waiting push.
 	c.cancel()
+	c.interest.close()
 	_ = c.inboxSub.Unsubscribe()
 	for _, s := range subs {
 		_ = s.Unsubscribe()

@@ -47,7 +47,12 @@
 // to a device, group or service is answered by every node holding a
 // matching connection; the Client gathers the replies (for at least the
 // settle window, WithSettle, and until every node that announced a delivery
-// has sent its final reply) and sums them in one Receipt. A device push
+// has sent its final reply) and sums them in one Receipt. For a group or
+// service push it also waits for every node that announced connections of
+// the targets (tether.svc.<S>.nodes; the Client asks for them on first use
+// of a service): one that does not answer in time is named in
+// Receipt.Missing, and the receipt is then StatusPartial or StatusTimeout,
+// never StatusAcked. A device push
 // stops at the first reply with an ack unless WaitAll is given. NATS's "no
 // responders" answer is StatusOffline, returned at once. Offline, timeout,
 // rejection: these are statuses, not errors.

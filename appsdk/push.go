@@ -33,7 +33,7 @@ func (s *Service) PushConn(ctx context.Context, connID string, data []byte, opts
 	if err := protocol.ValidConnID(connID); err != nil {
 		return Receipt{}, fmt.Errorf("%w: %w", ErrBadConnID, err)
 	}
-	return s.c.push(ctx, bus.TargetConn, s.c.opts.subj.Conn(s.name, connID), data, opts)
+	return s.c.push(ctx, target{bus.TargetConn, s.name, connID}, s.c.opts.subj.Conn(s.name, connID), data, opts)
 }
 
 // PushDevice pushes data to every connection of device in the service.
@@ -44,7 +44,7 @@ func (s *Service) PushDevice(ctx context.Context, device string, data []byte, op
 	if err := protocol.ValidName(device); err != nil {
 		return Receipt{}, fmt.Errorf("%w: device: %w", ErrBadName, err)
 	}
-	return s.c.push(ctx, bus.TargetDevice, s.c.opts.subj.Device(s.name, device), data, opts)
+	return s.c.push(ctx, target{bus.TargetDevice, s.name, device}, s.c.opts.subj.Device(s.name, device), data, opts)
 }
 
 // PushGroup pushes data to every connection in group (groups come from the
@@ -54,13 +54,13 @@ func (s *Service) PushGroup(ctx context.Context, group string, data []byte, opts
 	if err := protocol.ValidName(group); err != nil {
 		return Receipt{}, fmt.Errorf("%w: group: %w", ErrBadName, err)
 	}
-	return s.c.push(ctx, bus.TargetGroup, s.c.opts.subj.Group(s.name, group), data, opts)
+	return s.c.push(ctx, target{bus.TargetGroup, s.name, group}, s.c.opts.subj.Group(s.name, group), data, opts)
 }
 
 // PushAll pushes data to every connection of the service and gathers the
 // replies of every node holding one. See PushConn for data and timeouts.
 func (s *Service) PushAll(ctx context.Context, data []byte, opts ...PushOption) (Receipt, error) {
-	return s.c.push(ctx, bus.TargetAll, s.c.opts.subj.All(s.name), data, opts)
+	return s.c.push(ctx, target{bus.TargetAll, s.name, ""}, s.c.opts.subj.All(s.name), data, opts)
 }
 
 // ackWait is the ack timeout to ask the nodes for when the push waits
@@ -75,8 +75,16 @@ func ackWait(left time.Duration) time.Duration {
 	return max(left-margin, time.Millisecond)
 }
 
+// target is what a push addresses.
+type target struct {
+	kind    bus.TargetKind
+	service string
+	key     string // connection ID, device or group; "" for the service
+}
+
 // push publishes one push request and gathers its replies.
-func (c *Client) push(ctx context.Context, kind bus.TargetKind, subject string, data []byte, opts []PushOption) (Receipt, error) {
+func (c *Client) push(ctx context.Context, t target, subject string, data []byte, opts []PushOption) (Receipt, error) {
+	kind := t.kind
 	var po pushOptions
 	for _, opt := range opts {
 		if opt == nil {
@@ -115,6 +123,19 @@ func (c *Client) push(ctx context.Context, kind bus.TargetKind, subject string, 
 		hdr[bus.HeaderMsgID] = []string{po.msgID}
 	}
 
+	g := gather{kind: kind, noAck: po.noAck, waitAll: po.waitAll}
+	if kind == bus.TargetGroup || kind == bus.TargetAll {
+		// Wait for every node that holds a target, as the nodes announced
+		// (on first use of a service, their answers to a query).
+		nodes := c.interest.watch(t.service)
+		select {
+		case <-nodes.ready:
+		case <-ctx.Done():
+		case <-time.After(time.Until(deadline)):
+		}
+		g.expected = func() []string { return nodes.expected(kind, t.key, time.Now()) }
+	}
+
 	tok, w, err := c.register()
 	if err != nil {
 		return Receipt{}, err
@@ -125,7 +146,6 @@ func (c *Client) push(ctx context.Context, kind bus.TargetKind, subject string, 
 		return Receipt{}, fmt.Errorf("%w: %s: %w", ErrPublish, subject, natsErr(err))
 	}
 
-	g := gather{kind: kind, noAck: po.noAck, waitAll: po.waitAll}
 	// One timer: first the settle window (fan-out pushes only), then the
 	// deadline.
 	settled := kind == bus.TargetConn || c.opts.settle <= 0

@@ -57,6 +57,11 @@ type Receipt struct {
 	Nodes []string `json:"nodes,omitempty"`
 	// Error is the rejection code when a node rejected the push.
 	Error string `json:"error,omitempty"`
+	// Missing are the nodes that announced connections the push targets
+	// (a group or the whole service) but sent no final reply in time: the
+	// receipt cannot say what became of their connections, so its status
+	// is at best StatusPartial. Sorted.
+	Missing []string `json:"missing,omitempty"`
 	// Latency is the time from publishing the push to returning the
 	// receipt; in JSON, latency_ms, in milliseconds.
 	Latency time.Duration `json:"-"`
@@ -146,6 +151,9 @@ type gather struct {
 	finals int
 	// ackedFinal: some final reply reported an ack.
 	ackedFinal bool
+	// expected, for group and service pushes, returns the nodes that hold
+	// a target, as they announced it.
+	expected func() []string
 }
 
 type nodeReplies struct {
@@ -196,7 +204,30 @@ func (g *gather) done(settled bool) bool {
 	if g.kind == bus.TargetDevice && !g.waitAll && g.ackedFinal {
 		return true
 	}
-	return settled
+	return settled && len(g.missing()) == 0
+}
+
+// missing returns the expected nodes without a final reply.
+func (g *gather) missing() []string {
+	if g.expected == nil {
+		return nil
+	}
+	var out []string
+	for _, n := range g.expected() {
+		if r := g.find(n); r == nil || r.final == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (g *gather) find(name string) *nodeReplies {
+	for i := range g.nodes {
+		if g.nodes[i].node == name {
+			return &g.nodes[i]
+		}
+	}
+	return nil
 }
 
 // empty reports whether nothing at all has come back.
@@ -209,6 +240,8 @@ func (g *gather) receipt(msgID string) Receipt {
 		r.Status = StatusOffline
 		return r
 	}
+	r.Missing = g.missing()
+	slices.Sort(r.Missing)
 	if len(g.nodes) == 0 {
 		r.Status = StatusTimeout
 		return r
@@ -248,18 +281,19 @@ func (g *gather) receipt(msgID string) Receipt {
 		}
 	}
 	slices.Sort(r.Nodes)
+	missing := len(r.Missing) > 0
 	switch {
-	case answered == 0:
+	case answered == 0 && !missing:
 		r.Status = StatusRejected
-	case r.Delivered == 0:
-		r.Status = StatusOffline
-	case g.noAck:
+	case g.noAck && r.Delivered > 0:
 		r.Status = StatusSent
-	case r.Acked >= r.Delivered:
+	case r.Delivered == 0 && !missing:
+		r.Status = StatusOffline
+	case r.Acked >= r.Delivered && r.Acked > 0 && !missing:
 		r.Status = StatusAcked
 	case r.Acked > 0:
-		r.Status = StatusPartial
-	case r.Closed >= r.Delivered:
+		r.Status = StatusPartial // some acked; the rest, or what missing nodes hold, did not
+	case r.Closed >= r.Delivered && r.Delivered > 0 && !missing:
 		r.Status = StatusClosed
 	default:
 		r.Status = StatusTimeout

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"strings"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -120,6 +121,45 @@ func ParseNodeStats(b []byte) (NodeStats, error) {
 		return NodeStats{}, fmt.Errorf("%w: node stats: node: %w", ErrBadMessage, err)
 	}
 	return st, nil
+}
+
+// PublishInterest publishes a node's Interest in a service on
+// Subjects.Interest.
+func PublishInterest(nc *nats.Conn, s Subjects, a Interest) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("bus: interest: %w", err)
+	}
+	if err := nc.Publish(s.Interest(a.Service), b); err != nil {
+		return fmt.Errorf("bus: publish interest: %w", err)
+	}
+	return nil
+}
+
+// ParseInterest decodes an Interest.
+func ParseInterest(b []byte) (Interest, error) {
+	var a Interest
+	if err := json.Unmarshal(b, &a); err != nil {
+		return Interest{}, fmt.Errorf("%w: interest: %w", ErrBadMessage, err)
+	}
+	if protocol.ValidName(a.Node) != nil || protocol.ValidName(a.Service) != nil || a.Connections < 0 || a.TTLMS <= 0 {
+		return Interest{}, fmt.Errorf("%w: interest: bad node, service, connections or ttl_ms", ErrBadMessage)
+	}
+	return a, nil
+}
+
+// InterestQueryService returns the service of an interest query subject
+// ("" when subject is not one).
+func InterestQueryService(s Subjects, subject string) string {
+	rest, ok := strings.CutPrefix(subject, s.prefix+".svc.")
+	if !ok {
+		return ""
+	}
+	service, ok := strings.CutSuffix(rest, ".nodes.q")
+	if !ok || protocol.ValidName(service) != nil {
+		return ""
+	}
+	return service
 }
 
 // Node event types (NodeEvent.Type).

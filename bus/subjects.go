@@ -22,6 +22,8 @@ const DefaultPrefix = "tether"
 //	tether.svc.<S>.all                   push to every connection of the service (request)
 //	tether.svc.<S>.up                    upstream messages from devices
 //	tether.svc.<S>.events                connected / disconnected events
+//	tether.svc.<S>.nodes                 which nodes hold S's connections and groups
+//	tether.svc.<S>.nodes.q               ask every node for it (request)
 //	tether.node.<node>.stats             node statistics
 //	tether.node.<node>.events            node advisories (dropped pushes)
 //	tether.node.<node>.ctl               node control
@@ -76,6 +78,18 @@ func (s Subjects) Upstream(service string) string { return s.svc(service) + ".up
 
 // Events is the subject of connected and disconnected events of a service.
 func (s Subjects) Events(service string) string { return s.svc(service) + ".events" }
+
+// Interest is the subject on which nodes announce which of a service's
+// connections and groups they hold (Interest messages).
+func (s Subjects) Interest(service string) string { return s.svc(service) + ".nodes" }
+
+// InterestQuery is the subject an app asks on for every node's current
+// Interest in a service; each node that holds any of its connections
+// answers.
+func (s Subjects) InterestQuery(service string) string { return s.svc(service) + ".nodes.q" }
+
+// AllInterestQueries matches the interest queries of every service.
+func (s Subjects) AllInterestQueries() string { return s.prefix + ".svc.*.nodes.q" }
 
 // AllEvents matches the events of every service.
 func (s Subjects) AllEvents() string { return s.prefix + ".svc.*.events" }

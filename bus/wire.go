@@ -97,6 +97,14 @@ type Reply struct {
 	Error string `json:"error,omitempty"`
 }
 
+// HeaderProgress, on a push, set to ProgressNone, asks the nodes for their
+// final reply only (no progress reply): with a plain NATS request to a
+// device, the one reply is then the receipt.
+const (
+	HeaderProgress = "Tether-Progress"
+	ProgressNone   = "none"
+)
+
 // Ack is one device's answer to a push.
 type Ack struct {
 	Conn   string `json:"conn"`
@@ -131,6 +139,27 @@ type Event struct {
 	Code int `json:"code,omitempty"`
 	// Since is when the connection was opened (disconnected only).
 	Since time.Time `json:"since,omitzero"`
+}
+
+// Interest is what a node announces on Subjects.Interest about one
+// service: whether it holds connections of it, and in which groups, so
+// that an app gathering the replies of a group or service push knows which
+// nodes to wait for. A node publishes it when that changes (within about
+// 50ms), again every stats interval while it holds any, once with
+// Connections 0 when it holds none any more, and in answer to a query on
+// Subjects.InterestQuery.
+type Interest struct {
+	Node    string `json:"node"`
+	Service string `json:"service"`
+	// Connections is how many connections of the service the node holds.
+	Connections int `json:"connections"`
+	// Groups are the groups of those connections.
+	Groups []string `json:"groups,omitempty"`
+	// TTLMS is how long the announcement holds without a newer one, in
+	// milliseconds: a node silent for longer is not waited for.
+	TTLMS int64 `json:"ttl_ms"`
+	// Seq orders a node's announcements (a newer one replaces an older).
+	Seq int64 `json:"seq"`
 }
 
 // NodeStats is what a node publishes on Subjects.NodeStats every stats interval.

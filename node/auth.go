@@ -120,6 +120,7 @@ func (n *Node) activate(c *conn, err error) {
 	delete(n.pre, c)
 	n.preMu.Unlock()
 	n.metrics.authenticated.Add(1)
+	n.interest.add(c)
 	if !n.cfg.MultipleConnections {
 		n.replaceOlder(c)
 		n.sendTakeover(c)
@@ -171,6 +172,7 @@ func (n *Node) finish(c *conn) {
 		return
 	}
 	n.hub.remove(c)
+	n.interest.remove(c)
 	for _, ref := range c.takeAllPend() {
 		if p := n.table.get(ref.id); p != nil {
 			p.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/internal/testenv"
 	"github.com/tetherhq/tether/internal/testutil"
@@ -96,4 +97,27 @@ func TestDroppedPushesAreCountedAndAnnounced(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// With Tether-Progress: none, a plain NATS request to a device gets one
+// reply, the final one: the receipt. Without it, the first reply is the
+// progress reply.
+func TestProgressNoneGivesTheReceipt(t *testing.T) {
+	e := testenv.New(t)
+	n1 := e.StartNode(testenv.FastConfig("n1"))
+	e.Device(simulator.DeviceConfig{Service: "vacuum", Nodes: []string{n1.URL()}}, "vac-1")
+	subject := e.Subj.Device("vacuum", "vac-1")
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		// The device subject is routed once the node's subscription is in.
+		_, err := request(t, e.NC, subject, []byte(`0`), nats.Header{bus.HeaderProgress: {bus.ProgressNone}})
+		return err
+	})
+	r, err := request(t, e.NC, subject, []byte(`1`), nats.Header{bus.HeaderProgress: {bus.ProgressNone}})
+	if err != nil || !r.Final || r.Status != bus.StatusAcked || r.Acked != 1 {
+		t.Fatalf("reply %+v, %v: want the final, acked receipt", r, err)
+	}
+	r, err = request(t, e.NC, subject, []byte(`2`), nil)
+	if err != nil || r.Final || r.Status != bus.StatusDelivered {
+		t.Fatalf("reply %+v, %v: want the progress reply first", r, err)
+	}
 }

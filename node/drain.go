@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/protocol"
 )
 
@@ -182,6 +183,12 @@ func (n *Node) shutdown(ctx context.Context) error {
 	close(n.quit)
 	n.rd.close()
 	_ = n.connSub.Unsubscribe()
+	_ = n.interestSub.Unsubscribe()
+	// The connections are gone: say so at once, rather than letting apps
+	// wait for this node's announcements to expire.
+	for _, a := range n.interest.take(n.cfg.ID, n.interestTTL(), false) {
+		_ = bus.PublishInterest(n.nc, n.subj, a)
+	}
 	n.subs.closeAll()
 	n.stopHTTP()
 	n.spawnMu.Lock()

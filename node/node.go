@@ -56,6 +56,10 @@ type Node struct {
 	// authing tracks takeovers of devices whose connections are being
 	// authenticated (takeover.go).
 	authing *authing
+	// interest is what the node announces of the services and groups it
+	// holds connections of (interest.go).
+	interest    *interest
+	interestSub *nats.Subscription
 
 	// pre holds the connections not yet active (not in the hub): the
 	// sweeper enforces their auth deadline and shutdown closes them.
@@ -108,7 +112,8 @@ func New(cfg Config, d Deps) (*Node, error) {
 		log:     d.Log,
 		hub:     newHub(),
 		table:   newTable(),
-		authing: newAuthing(),
+		authing:  newAuthing(),
+		interest: newInterest(),
 		pre:     make(map[*conn]struct{}),
 		quit:    make(chan struct{}),
 	}
@@ -208,6 +213,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.connSub.SetPendingLimits(n.cfg.MaxQueuedPushes, n.cfg.MaxQueuedBytes); err != nil {
 		return fmt.Errorf("node: subscription limits: %w", err)
 	}
+	n.interestSub, err = n.nc.Subscribe(n.subj.AllInterestQueries(), n.answerInterest)
+	if err != nil {
+		return fmt.Errorf("node: subscribe: %w", err)
+	}
+	undo = append(undo, func() { _ = n.interestSub.Unsubscribe() })
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := n.nc.FlushWithContext(fctx); err != nil {
@@ -224,6 +234,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.spawn(n.sweepLoop)
 	n.spawn(n.expireLoop)
 	n.spawn(n.statsLoop)
+	n.spawn(n.interestLoop)
 	n.spawn(n.trimLoop)
 	n.log.Info("node started", "url", n.url, "listen", ln.Addr().String())
 	return nil

@@ -53,6 +53,7 @@ func (n *Node) handlePush(m *nats.Msg) {
 		timeout = time.Duration(min(ms, n.cfg.MaxAckTimeout.Milliseconds())) * time.Millisecond
 	}
 	msgID := m.Header.Get(bus.HeaderMsgID)
+	progress := m.Header.Get(bus.HeaderProgress) != bus.ProgressNone
 
 	bufp := connPool.Get().(*[]*conn)
 	targets := (*bufp)[:0]
@@ -68,7 +69,7 @@ func (n *Node) handlePush(m *nats.Msg) {
 	case bus.TargetAll:
 		targets = n.hub.appendService(targets, t.Service)
 	}
-	n.deliver(m, t.Kind, targets, msgID, noAck, timeout)
+	n.deliver(m, t.Kind, targets, msgID, noAck, progress, timeout)
 	clear(targets)
 	*bufp = targets[:0]
 	connPool.Put(bufp)
@@ -114,7 +115,7 @@ func fanOut(targets []*conn, write func([]*conn) int) int {
 }
 
 // deliver writes one push to targets and sets up its acks.
-func (n *Node) deliver(m *nats.Msg, kind bus.TargetKind, targets []*conn, msgID string, noAck bool, timeout time.Duration) {
+func (n *Node) deliver(m *nats.Msg, kind bus.TargetKind, targets []*conn, msgID string, noAck, progress bool, timeout time.Duration) {
 	id := n.pushSeq.Add(1)
 	var frame, buf []byte
 	var pooled *[]byte
@@ -209,7 +210,7 @@ func (n *Node) deliver(m *nats.Msg, kind bus.TargetKind, targets []*conn, msgID 
 	case p.complete(), p.deadline <= time.Now().UnixNano():
 		// Nothing delivered, acked already, or a timeout shorter than the writing.
 		n.finishPending(p)
-	case kind != bus.TargetConn:
+	case kind != bus.TargetConn && progress:
 		n.publishReply(p, false)
 	}
 	p.mu.Unlock()

@@ -21,6 +21,10 @@ const subShards = 32
 type subs struct {
 	nc      *nats.Conn
 	retired atomic.Int64 // pushes dropped by subscriptions since removed
+	// linger lists entries whose last reference went, oldest first (they
+	// all linger as long, so this is also expiry order).
+	lmu    sync.Mutex
+	linger []lingering
 	seed   maphash.Seed
 	chans  []chan *nats.Msg
 	shards [subShards]subShard
@@ -34,6 +38,18 @@ type subShard struct {
 type subEntry struct {
 	sub  *nats.Subscription
 	refs int
+	gen  uint64 // bumped each time the entry starts lingering
+}
+
+// lingerFor is how long a subscription is kept once its last connection
+// left: pushes that were sent meanwhile, by apps that still expect this
+// node, are answered "offline" instead of going unanswered.
+const lingerFor = 2 * time.Second
+
+type lingering struct {
+	subject string
+	gen     uint64
+	until   int64 // unix nanos
 }
 
 func newSubs(nc *nats.Conn, chans []chan *nats.Msg) *subs {
@@ -56,7 +72,7 @@ func (s *subs) ref(subject string) (bool, error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e := sh.m[subject]; e != nil {
-		e.refs++
+		e.refs++ // a lingering entry is taken back: its gen no longer matches
 		return false, nil
 	}
 	sub, err := s.nc.ChanSubscribe(subject, ch)
@@ -67,23 +83,55 @@ func (s *subs) ref(subject string) (bool, error) {
 	return true, nil
 }
 
-// unref drops a reference on subject, unsubscribing on the last one.
+// unref drops a reference on subject; after the last one the subscription
+// lingers for lingerFor (see sweep).
 func (s *subs) unref(subject string) {
 	sh, _ := s.shard(subject)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	e := sh.m[subject]
 	if e == nil {
+		sh.mu.Unlock()
 		return
 	}
 	if e.refs--; e.refs > 0 {
+		sh.mu.Unlock()
 		return
 	}
-	delete(sh.m, subject)
-	if d, err := e.sub.Dropped(); err == nil && d > 0 {
-		s.retired.Add(int64(d))
+	e.gen++
+	l := lingering{subject: subject, gen: e.gen, until: time.Now().Add(lingerFor).UnixNano()}
+	sh.mu.Unlock()
+	s.lmu.Lock()
+	s.linger = append(s.linger, l)
+	s.lmu.Unlock()
+}
+
+// sweep unsubscribes the entries that have lingered long enough without
+// being taken back.
+func (s *subs) sweep(now time.Time) {
+	t := now.UnixNano()
+	s.lmu.Lock()
+	i := 0
+	for i < len(s.linger) && s.linger[i].until <= t {
+		i++
 	}
-	_ = e.sub.Unsubscribe()
+	due := s.linger[:i:i]
+	s.linger = s.linger[i:]
+	if len(s.linger) == 0 {
+		s.linger = nil // let a long queue's array go
+	}
+	s.lmu.Unlock()
+	for _, l := range due {
+		sh, _ := s.shard(l.subject)
+		sh.mu.Lock()
+		if e := sh.m[l.subject]; e != nil && e.refs == 0 && e.gen == l.gen {
+			delete(sh.m, l.subject)
+			if d, err := e.sub.Dropped(); err == nil && d > 0 {
+				s.retired.Add(int64(d))
+			}
+			_ = e.sub.Unsubscribe()
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // dropped returns the pushes NATS dropped for the node's device, group and

@@ -37,6 +37,7 @@ func (n *Node) sweepLoop() {
 			return
 		case now := <-t.C:
 			cs = n.sweepConns(now, cs)
+			n.subs.sweep(now)
 		}
 	}
 }
