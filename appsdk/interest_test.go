@@ -60,8 +60,12 @@ func TestFanOutReceiptWaitsForAnnouncedNodes(t *testing.T) {
 	vac := service(t, c, "vacuum")
 	ctx := context.Background()
 	for _, push := range []func() (appsdk.Receipt, error){
-		func() (appsdk.Receipt, error) { return vac.PushGroup(ctx, "g1", []byte(`1`), appsdk.WithTimeout(700*time.Millisecond)) },
-		func() (appsdk.Receipt, error) { return vac.PushAll(ctx, []byte(`1`), appsdk.WithTimeout(700*time.Millisecond)) },
+		func() (appsdk.Receipt, error) {
+			return vac.PushGroup(ctx, "g1", []byte(`1`), appsdk.WithTimeout(700*time.Millisecond))
+		},
+		func() (appsdk.Receipt, error) {
+			return vac.PushAll(ctx, []byte(`1`), appsdk.WithTimeout(700*time.Millisecond))
+		},
 	} {
 		r, err := push()
 		if err != nil || r.Status != appsdk.StatusPartial || r.Acked != 1 || !slices.Equal(r.Missing, []string{"stalled"}) || !slices.Equal(r.Nodes, []string{"n1"}) {

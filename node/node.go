@@ -105,17 +105,17 @@ func New(cfg Config, d Deps) (*Node, error) {
 		return nil, errors.New("node: Deps.Keys is required")
 	}
 	n := &Node{
-		cfg:     cfg,
-		nc:      d.NATS,
-		keys:    d.Keys,
-		obs:     d.Observer,
-		log:     d.Log,
-		hub:     newHub(),
-		table:   newTable(),
+		cfg:      cfg,
+		nc:       d.NATS,
+		keys:     d.Keys,
+		obs:      d.Observer,
+		log:      d.Log,
+		hub:      newHub(),
+		table:    newTable(),
 		authing:  newAuthing(),
 		interest: newInterest(),
-		pre:     make(map[*conn]struct{}),
-		quit:    make(chan struct{}),
+		pre:      make(map[*conn]struct{}),
+		quit:     make(chan struct{}),
 	}
 	if n.obs == nil {
 		n.obs = noObserver{}
