@@ -76,15 +76,28 @@ func (s *Server) lookupHeaders(h http.Header, hl *health, fromCache bool) {
 	}
 }
 
-// asOf is the time liveness is judged at: now, or, while the store is down,
-// when the map was last read. Heartbeats stop reaching an unreachable store,
-// so their age then says nothing about the nodes; judging by the clock
-// would empty every list a few seconds into a store outage.
-func asOf(sn *snapshot, hl *health) int64 {
+// asOf is the time liveness is judged at. Heartbeats stop reaching a store
+// that does not answer, so their age then says nothing about the nodes, and
+// judging by the clock would empty every list a few seconds into an outage.
+// So liveness is judged at:
+//
+//   - while the store is known to be down, when the map was last read;
+//   - while it has not been read for longer than a refresh interval and a
+//     margin (a refresh is hanging: the outage is not known yet), no later
+//     than that;
+//   - for a dead-after period once it is back, the clock less the length of
+//     the outage: nodes had no way to heartbeat meanwhile, and get the time
+//     they had left before it to do so now.
+func (s *Server) asOf(sn *snapshot, hl *health) int64 {
 	if !hl.storeOK {
-		return sn.readAt
+		return sn.liveAt
 	}
-	return time.Now().UnixNano()
+	now := time.Now().UnixNano()
+	at := min(now, sn.liveAt+s.freshFor)
+	if now < hl.shiftUntil {
+		at = min(at, now-hl.shift)
+	}
+	return at
 }
 
 // parseLookup reads service and client from a raw query without building
@@ -203,7 +216,7 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 			Message: "service " + service + " has no tier " + tier})
 		return
 	}
-	ms := g.live(asOf(sn, hl))
+	ms := g.live(s.asOf(sn, hl))
 	h := w.Header()
 	s.lookupHeaders(h, hl, fromCache)
 	if len(ms) == 0 {
@@ -275,7 +288,7 @@ func (s *Server) handleMap(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	s.lookupHeaders(h, hl, false)
 	body, tag := sn.mapBody, sn.mapETag
-	if at := asOf(sn, hl); at >= sn.mapUntil {
+	if at := s.asOf(sn, hl); at >= sn.mapUntil {
 		body = sn.mapJSON(at)
 		tag = []string{etag(sn.version, "", "", fnvBytes(body))}
 	}

@@ -171,7 +171,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hl := s.health.Load()
-	ms := g.live(asOf(sn, hl))
+	ms := g.live(s.asOf(sn, hl))
 	s.lookupHeaders(w.Header(), hl, false)
 	w.Header()["Cache-Control"] = hdrNoStore
 	if len(ms) == 0 {

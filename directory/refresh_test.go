@@ -257,3 +257,54 @@ func TestStoreDown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// At the edges of a Redis outage (a refresh hanging on a frozen Redis
+// before the outage is known; the first reads after it, before the nodes
+// had a chance to heartbeat again) the directory keeps listing the nodes
+// that were live: a live node never drops out of a lookup.
+func TestNoGapAroundStoreFreeze(t *testing.T) {
+	rs := redistest.StartServer(t)
+	st := openRedis(t, rs.URL())
+	seedMap(t, st)
+	srv := startDir(t, st, nil, func(c *directory.Config) {
+		c.HeartbeatInterval = 200 * time.Millisecond // dead after 1.4s
+		c.RefreshInterval = 300 * time.Millisecond
+		// A hanging refresh gives up only after a node's heartbeat would
+		// have expired: the outage is known too late to freeze liveness.
+		c.StoreTimeout = 1200 * time.Millisecond
+	})
+	base := srv.URL()
+	ctx, cancel := context.WithCancel(context.Background())
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			bctx, bcancel := context.WithTimeout(ctx, 150*time.Millisecond)
+			_ = st.Heartbeat(bctx, "a1", store.Load{}, time.Now())
+			bcancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { cancel(); <-beats }()
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, lookupIs(t, base, "service=aircon", urls("a1")...))
+	check := func(phase string, d time.Duration) {
+		t.Helper()
+		polls := 0
+		for end := time.Now().Add(d); time.Now().Before(end); polls++ {
+			if err := lookupIs(t, base, "service=aircon", urls("a1")...)(); err != nil {
+				t.Fatalf("%s, poll %d: %v", phase, polls, err)
+			}
+			time.Sleep(20 * time.Millisecond) // the poll rate of the check, not a wait
+		}
+	}
+	rs.Freeze()
+	check("Redis frozen", 3*time.Second)
+	rs.Thaw()
+	check("Redis back", 3*time.Second)
+}

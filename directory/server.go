@@ -50,6 +50,11 @@ type Server struct {
 	keys *token.Keyring
 	log  *slog.Logger
 	ttl  time.Duration // DeadAfter(HeartbeatInterval)
+	// freshFor is how long a map read counts as current while the store
+	// answers: the refresh interval, plus half of what heartbeat_interval
+	// + 1s leaves over it (refresh_interval is shorter than that), so that
+	// a node live at the read is still live at read + freshFor.
+	freshFor int64
 
 	snap    atomic.Pointer[snapshot]
 	health  atomic.Pointer[health]
@@ -87,6 +92,9 @@ type health struct {
 	loaded  bool      // a map was loaded at least once
 	since   time.Time // storeOK false: when the store first failed
 	err     string    // storeOK false: the last error
+	// After an outage, liveness is judged shift nanoseconds in the past
+	// until shiftUntil (see asOf).
+	shift, shiftUntil int64
 	// Headers sent with every lookup while the store is down.
 	staleHdr, sinceHdr, warnHdr []string
 }
@@ -112,15 +120,16 @@ func New(cfg Config, d Deps) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:     cfg,
-		st:      d.Store,
-		nc:      d.NATS,
-		keys:    d.Keys,
-		log:     d.Log,
-		ttl:     store.DeadAfter(cfg.HeartbeatInterval),
-		secrets: make(map[string][32]byte, len(cfg.RegistrationSecrets)),
-		kick:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
+		cfg:      cfg,
+		st:       d.Store,
+		nc:       d.NATS,
+		keys:     d.Keys,
+		log:      d.Log,
+		ttl:      store.DeadAfter(cfg.HeartbeatInterval),
+		freshFor: int64(cfg.RefreshInterval + (cfg.HeartbeatInterval+time.Second-cfg.RefreshInterval)/2),
+		secrets:  make(map[string][32]byte, len(cfg.RegistrationSecrets)),
+		kick:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
 	}
 	s.loopCtx, s.loopCancel = context.WithCancel(context.Background())
 	if d.Subjects != nil {
@@ -311,9 +320,10 @@ func (s *Server) Refresh(ctx context.Context) error {
 	if old := s.snap.Load(); old != nil && m.Version < old.version {
 		s.log.Warn("map version went backwards: the store lost its data or was replaced", "was", old.version, "now", m.Version)
 	}
-	sn := build(m, now, s.ttl)
+	next := s.recovered(s.snap.Load(), now)
+	sn := build(m, now, now.Add(-time.Duration(next.shiftAt(now.UnixNano()))), s.ttl)
 	s.snap.Store(sn)
-	s.markUp()
+	s.markUp(next)
 	s.metrics.refreshes.Add(1)
 	return nil
 }
@@ -338,15 +348,40 @@ func (s *Server) markDown(now time.Time, err error) {
 	})
 }
 
-func (s *Server) markUp() {
+// recovered returns the health after a successful read at now, given the
+// previous snapshot: when the map went unread for longer than refreshes
+// take (a store outage, known or not), liveness is judged back in time by
+// the outage's length for a dead-after period, so that nodes, which could
+// not heartbeat meanwhile, get the time they had left before it.
+func (s *Server) recovered(prev *snapshot, now time.Time) *health {
 	h := s.health.Load()
-	if h.storeOK && h.loaded {
+	next := &health{storeOK: true, loaded: true, shift: h.shift, shiftUntil: h.shiftUntil}
+	if prev != nil {
+		if unread := now.UnixNano() - prev.readAt; unread > s.freshFor {
+			next.shift = now.UnixNano() - prev.liveAt
+			next.shiftUntil = now.Add(s.ttl).UnixNano()
+		}
+	}
+	return next
+}
+
+// shiftAt is how far back in time liveness is judged at t.
+func (h *health) shiftAt(t int64) int64 {
+	if t < h.shiftUntil {
+		return h.shift
+	}
+	return 0
+}
+
+func (s *Server) markUp(next *health) {
+	h := s.health.Load()
+	if h.storeOK && h.loaded && next.shiftUntil == h.shiftUntil {
 		return
 	}
 	if !h.storeOK {
 		s.log.Info("store is back", "down_for", time.Since(h.since).Round(time.Millisecond))
 	}
-	s.health.Store(&health{storeOK: true, loaded: true})
+	s.health.Store(next)
 }
 
 // refreshLoop reloads the map every RefreshInterval and whenever a

@@ -22,7 +22,10 @@ import (
 type snapshot struct {
 	version int64
 	// readAt is when the map was read from the store (unix nanoseconds).
-	readAt   int64
+	readAt int64
+	// liveAt is the time liveness was judged at when it was read: readAt,
+	// less the length of a store outage just over (see Server.asOf).
+	liveAt   int64
 	services map[string]*service
 	// nodes and live count the nodes in the map and those listed.
 	nodes, live int
@@ -46,7 +49,7 @@ type group struct {
 	version       int64
 	// assigned counts the node IDs assigned to the tier, listed or not.
 	assigned int
-	// members are the active nodes live at readAt, best first.
+	// members are the active nodes live at liveAt, best first.
 	members []member
 	// prefix is `{"service":"S","tier":"T","handshakeUrl":[`.
 	prefix []byte
@@ -68,11 +71,12 @@ type member struct {
 	hash    uint64
 }
 
-// build makes a snapshot of m, read at readAt, listing the active nodes
+// build makes a snapshot of m, read at readAt and judged at liveAt,
+// listing the active nodes
 // whose heartbeat is younger than ttl.
-func build(m store.Map, readAt time.Time, ttl time.Duration) *snapshot {
-	at := readAt.UnixNano()
-	s := &snapshot{version: m.Version, readAt: at, services: make(map[string]*service, len(m.Services)), nodes: len(m.Nodes), mapUntil: math.MaxInt64}
+func build(m store.Map, readAt, liveAt time.Time, ttl time.Duration) *snapshot {
+	at := liveAt.UnixNano()
+	s := &snapshot{version: m.Version, readAt: readAt.UnixNano(), liveAt: at, services: make(map[string]*service, len(m.Services)), nodes: len(m.Nodes), mapUntil: math.MaxInt64}
 	listed := map[string]bool{}
 	for name, sv := range m.Services {
 		out := &service{name: name, defaultTier: sv.DefaultTier, tiers: make(map[string]*group, len(sv.Tiers))}
@@ -84,7 +88,7 @@ func build(m store.Map, readAt time.Time, ttl time.Duration) *snapshot {
 			seen := map[string]bool{}
 			for _, id := range ids {
 				n, ok := m.Nodes[id]
-				if !ok || seen[n.URL] || n.State != store.StateActive || !n.Live(readAt, ttl) {
+				if !ok || seen[n.URL] || n.State != store.StateActive || !n.Live(liveAt, ttl) {
 					continue
 				}
 				seen[n.URL] = true

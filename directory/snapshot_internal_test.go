@@ -32,7 +32,7 @@ func testMap(now time.Time) store.Map {
 func TestBuildOrdersAndFilters(t *testing.T) {
 	now := time.Now()
 	ttl := store.DeadAfter(2 * time.Second) // 5s
-	sn := build(testMap(now), now, ttl)
+	sn := build(testMap(now), now, now, ttl)
 	g := sn.services["s"].tiers["free"]
 	var ids []string
 	for _, m := range g.members {
@@ -60,7 +60,7 @@ func TestBuildOrdersAndFilters(t *testing.T) {
 func TestLivenessAtRequestTime(t *testing.T) {
 	now := time.Now()
 	ttl := store.DeadAfter(2 * time.Second)
-	sn := build(testMap(now), now, ttl)
+	sn := build(testMap(now), now, now, ttl)
 	g := sn.services["s"].tiers["free"]
 	if ms := g.live(now.UnixNano()); len(ms) != 3 {
 		t.Fatalf("at read time: %d live", len(ms))
@@ -80,7 +80,7 @@ func TestLivenessAtRequestTime(t *testing.T) {
 		t.Errorf("map later: %s", sn.mapJSON(later))
 	}
 	stale := &health{storeOK: false}
-	if at := asOf(sn, stale); at != sn.readAt {
+	if at := (&Server{}).asOf(sn, stale); at != sn.liveAt {
 		t.Errorf("asOf while the store is down = %d, want the read time %d", at, sn.readAt)
 	}
 }

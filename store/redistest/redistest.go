@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,8 +162,30 @@ func (s *Server) Stop() {
 		return
 	}
 	s.proc.Process.Kill()
+	_ = s.proc.Process.Signal(syscall.SIGCONT) // a frozen process dies only once it runs
 	<-s.done
 	s.proc = nil
+}
+
+// Freeze stops the server's process (SIGSTOP): it keeps its connections and
+// data but answers nothing, as a hung or partitioned Redis does, until
+// Thaw. The test's cleanup thaws it.
+func (s *Server) Freeze() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		_ = s.proc.Process.Signal(syscall.SIGSTOP)
+		s.t.Cleanup(s.Thaw)
+	}
+}
+
+// Thaw lets a frozen server go on (SIGCONT).
+func (s *Server) Thaw() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		_ = s.proc.Process.Signal(syscall.SIGCONT)
+	}
 }
 
 // Restart stops the server if it runs and starts it again, empty, on the
