@@ -24,6 +24,7 @@ type Memory struct {
 	leases    map[string]memLease
 	leaseSeq  map[string]int64
 	logs      map[string][][]byte // oldest first
+	epoch     string
 }
 
 var _ Store = (*Memory)(nil)
@@ -280,6 +281,7 @@ func (m *Memory) Map(ctx context.Context) (Map, error) {
 	defer m.mu.RUnlock()
 	mp := Map{
 		Version:  m.version,
+		Epoch:    m.epoch,
 		Nodes:    maps.Clone(m.nodes),
 		Services: make(map[string]Service, len(m.services)),
 	}
@@ -287,6 +289,19 @@ func (m *Memory) Map(ctx context.Context) (Map, error) {
 		mp.Services[name] = cloneService(s)
 	}
 	return mp, nil
+}
+
+// EnsureEpoch implements Store.
+func (m *Memory) EnsureEpoch(ctx context.Context) (string, error) {
+	if err := canceled(ctx, "ensure epoch"); err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.epoch == "" {
+		m.epoch = newEpoch()
+	}
+	return m.epoch, nil
 }
 
 // Version implements Store.

@@ -8,6 +8,7 @@ package store
 //
 //	key                 type    content
 //	P{map}:version      string  map version; INCR with every change of nodes, services or assignments
+//	P{map}:epoch        string  the store's epoch (EnsureEpoch): gone when Redis lost its data
 //	P{map}:nodes        hash    node ID -> JSON {"url","state","class","capacity"}
 //	P{map}:beats        hash    node ID -> JSON {"load":{"connections","cpu"},"at"}: last heartbeat
 //	P{map}:services     hash    service -> JSON {"name","default_tier","tiers":{tier: [node IDs]}}
@@ -83,6 +84,7 @@ type Redis struct {
 
 	prefix    string
 	version   string
+	epoch     string
 	nodes     string
 	beats     string
 	services  string
@@ -105,6 +107,7 @@ func NewRedis(client redis.UniversalClient, prefix string) *Redis {
 		c:         client,
 		prefix:    prefix,
 		version:   prefix + "{map}:version",
+		epoch:     prefix + "{map}:epoch",
 		nodes:     prefix + "{map}:nodes",
 		beats:     prefix + "{map}:beats",
 		services:  prefix + "{map}:services",
@@ -551,10 +554,11 @@ func (r *Redis) Map(ctx context.Context) (Map, error) {
 	if err := canceled(ctx, op); err != nil {
 		return Map{}, err
 	}
-	var version *redis.StringCmd
+	var version, epoch *redis.StringCmd
 	var nodes, beats, services *redis.MapStringStringCmd
 	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		version = p.Get(ctx, r.version)
+		epoch = p.Get(ctx, r.epoch)
 		nodes = p.HGetAll(ctx, r.nodes)
 		beats = p.HGetAll(ctx, r.beats)
 		services = p.HGetAll(ctx, r.services)
@@ -563,7 +567,7 @@ func (r *Redis) Map(ctx context.Context) (Map, error) {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Map{}, fail(op, err)
 	}
-	m := Map{Nodes: map[string]Node{}, Services: map[string]Service{}}
+	m := Map{Nodes: map[string]Node{}, Services: map[string]Service{}, Epoch: epoch.Val()}
 	if version.Err() == nil {
 		if m.Version, err = version.Int64(); err != nil {
 			return Map{}, fmt.Errorf("%w: %s: version: %w", errCorrupt, op, err)
@@ -580,6 +584,19 @@ func (r *Redis) Map(ctx context.Context) (Map, error) {
 		}
 	}
 	return m, nil
+}
+
+// EnsureEpoch implements Store.
+func (r *Redis) EnsureEpoch(ctx context.Context) (string, error) {
+	const op = "ensure epoch"
+	if err := canceled(ctx, op); err != nil {
+		return "", err
+	}
+	if err := r.c.SetNX(ctx, r.epoch, newEpoch(), 0).Err(); err != nil {
+		return "", fail(op, err)
+	}
+	e, err := r.c.Get(ctx, r.epoch).Result()
+	return e, fail(op, err)
 }
 
 // Version implements Store.

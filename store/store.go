@@ -158,7 +158,10 @@ type Conn struct {
 type Map struct {
 	// Version increases with every change to services, assignments or
 	// node states (not with heartbeats).
-	Version  int64              `json:"version"`
+	Version int64 `json:"version"`
+	// Epoch names the store's current life (see Store.EnsureEpoch): "" when
+	// nobody has set one since the store was created or emptied.
+	Epoch    string             `json:"epoch,omitempty"`
 	Nodes    map[string]Node    `json:"nodes"`
 	Services map[string]Service `json:"services"`
 }
@@ -204,6 +207,11 @@ type Store interface {
 	Map(ctx context.Context) (Map, error)
 	// Version returns the current map version (cheap; for polling).
 	Version(ctx context.Context) (int64, error)
+	// EnsureEpoch returns the store's epoch, a random name set by the first
+	// process that asks after the store was created or emptied (a Redis
+	// that restarted without its data): a process that sees the epoch
+	// change knows the store lost what it held.
+	EnsureEpoch(ctx context.Context) (string, error)
 
 	// PutClient creates or replaces a client mapping.
 	PutClient(ctx context.Context, c Client) error

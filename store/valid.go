@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"net/url"
@@ -252,6 +254,13 @@ func setTier(s *Service, tier string, nodes []string) bool {
 	}
 	s.Tiers[tier] = append([]string{}, nodes...)
 	return true
+}
+
+// newEpoch returns a random epoch name.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // checkLease checks a lease's name and holder (and its token, if asked).

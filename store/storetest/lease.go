@@ -202,3 +202,22 @@ func testRecords(t *testing.T, s store.Store) {
 	_, err = s.Records(ctx, "bad name", 1)
 	wantErr(t, "Records of a bad name", err, store.ErrInvalid)
 }
+
+// testEpoch: the first EnsureEpoch sets it, later ones return the same,
+// and Map carries it.
+func testEpoch(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if m := getMap(t, s); m.Epoch != "" {
+		t.Fatalf("epoch of a new store %q", m.Epoch)
+	}
+	e, err := s.EnsureEpoch(ctx)
+	if err != nil || len(e) < 8 {
+		t.Fatalf("EnsureEpoch = %q, %v", e, err)
+	}
+	if again, err := s.EnsureEpoch(ctx); err != nil || again != e {
+		t.Fatalf("second EnsureEpoch = %q, %v; want %q", again, err, e)
+	}
+	if m := getMap(t, s); m.Epoch != e {
+		t.Fatalf("Map.Epoch = %q, want %q", m.Epoch, e)
+	}
+}

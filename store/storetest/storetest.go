@@ -81,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"LeaseRace", testLeaseRace},
 		{"ApplyChanges", testApplyChanges},
 		{"Records", testRecords},
+		{"Epoch", testEpoch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
