@@ -34,6 +34,11 @@ func PublishEvent(nc *nats.Conn, s Subjects, ev Event) error {
 // whose node died without closing them.
 const ReasonNodeLost = "node_lost"
 
+// ReasonResync is the Reason of a connected event announced again for a
+// connection that was reaped (and announced node_lost) while its node
+// could not reach the store, and is in fact still open.
+const ReasonResync = "resync"
+
 // LostEvent is the disconnected event of a connection whose node died.
 func LostEvent(service, device, conn, node, tier string, at, since time.Time) Event {
 	return Event{

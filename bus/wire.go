@@ -132,8 +132,10 @@ type Event struct {
 	Tier    string    `json:"tier,omitempty"`
 	Groups  []string  `json:"groups,omitempty"`
 	At      time.Time `json:"at"`
-	// Reason is why a connection ended (disconnected only): a close reason
-	// such as "client_closed", "ping_timeout", "shutdown", "node_lost".
+	// Reason is why a connection ended (disconnected): a close reason such
+	// as "client_closed", "ping_timeout", "shutdown", "node_lost". On a
+	// connected event it is "" or "resync": the connection was announced
+	// node_lost by mistake and is still open.
 	Reason string `json:"reason,omitempty"`
 	// Code is the WebSocket close code sent or received (disconnected only).
 	Code int `json:"code,omitempty"`

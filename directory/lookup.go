@@ -312,7 +312,8 @@ type healthAnswer struct {
 	// or "starting" (no map loaded yet).
 	Status     string `json:"status"`
 	MapVersion int64  `json:"map_version"`
-	// Store is "ok" or "unavailable".
+	// Store is "ok", "unavailable" or "empty" (the map has no services:
+	// a new store, or one that lost its data with no seed to restore).
 	Store      string     `json:"store"`
 	StaleSince *time.Time `json:"stale_since,omitempty"`
 	StoreError string     `json:"store_error,omitempty"`
@@ -321,6 +322,14 @@ type healthAnswer struct {
 	// Nodes counts the nodes in the map, Live those listed.
 	Nodes int `json:"nodes"`
 	Live  int `json:"live_nodes"`
+	// Services counts the services in the map.
+	Services int `json:"services"`
+	// StoreResets counts the times the store lost its data while this
+	// directory ran; LastStoreReset is the last, and Reseeded says
+	// whether the seed was applied after it.
+	StoreResets    int64      `json:"store_resets"`
+	LastStoreReset *time.Time `json:"last_store_reset,omitempty"`
+	Reseeded       bool       `json:"reseeded,omitempty"`
 }
 
 // handleHealth answers GET /healthz: 200 while the directory can answer
@@ -339,8 +348,15 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if sn == nil {
 		a.Status, status = "starting", http.StatusServiceUnavailable
 	} else {
-		a.MapVersion, a.Nodes, a.Live = sn.version, sn.nodes, sn.live
+		a.MapVersion, a.Nodes, a.Live, a.Services = sn.version, sn.nodes, sn.live, len(sn.services)
 		a.MapAge = math.Round(time.Since(time.Unix(0, sn.readAt)).Seconds()*1000) / 1000
+		if hl.storeOK && len(sn.services) == 0 {
+			a.Status, a.Store = "degraded", "empty"
+		}
+	}
+	if rs := s.reset.Load(); rs.count > 0 {
+		at := rs.at.UTC()
+		a.StoreResets, a.LastStoreReset, a.Reseeded = rs.count, &at, rs.reseeded
 	}
 	w.Header()["Cache-Control"] = hdrNoStore
 	writeJSON(w, status, a)

@@ -15,6 +15,8 @@ type metrics struct {
 	refreshes     atomic.Uint64
 	refreshErrors atomic.Uint64
 	negotiated    atomic.Uint64
+	storeResets   atomic.Uint64
+	reseeds       atomic.Uint64
 }
 
 // count records one lookup answer.
@@ -61,6 +63,12 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	p("# HELP tether_directory_negotiations_total Tokens issued by /v1/negotiate.")
 	p("# TYPE tether_directory_negotiations_total counter")
 	p("tether_directory_negotiations_total %d", m.negotiated.Load())
+	p("# HELP tether_directory_store_resets_total Times the store was found to have lost its data (its epoch changed).")
+	p("# TYPE tether_directory_store_resets_total counter")
+	p("tether_directory_store_resets_total %d", m.storeResets.Load())
+	p("# HELP tether_directory_reseeds_total Times this directory applied the seed to an empty store.")
+	p("# TYPE tether_directory_reseeds_total counter")
+	p("tether_directory_reseeds_total %d", m.reseeds.Load())
 	stale, version, live := 0, int64(0), 0
 	if !hl.storeOK {
 		stale = 1

@@ -308,3 +308,94 @@ func TestNoGapAroundStoreFreeze(t *testing.T) {
 	rs.Thaw()
 	check("Redis back", 3*time.Second)
 }
+
+// A Redis that restarts empty is noticed (its epoch changed): the
+// directory applies its seed again and says so in /healthz; without a seed
+// /healthz reports the empty store instead of "ok".
+func TestReseedAfterEmptyRestart(t *testing.T) {
+	for _, withSeed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("seed=%v", withSeed), func(t *testing.T) {
+			rs := redistest.StartServer(t)
+			st := openRedis(t, rs.URL())
+			seed := store.Seed{
+				Nodes:    []store.SeedNode{{ID: "f1", URL: nodeURL("f1")}},
+				Services: map[string]store.SeedService{"vacuum": {DefaultTier: "free", Tiers: map[string][]string{"free": {"f1"}}}},
+			}
+			if err := seed.Apply(t.Context(), st); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig()
+			cfg.RefreshInterval = 100 * time.Millisecond
+			d := directory.Deps{Store: st, Keys: testKeys(t), Log: testLog(t)}
+			if withSeed {
+				d.Seed = &seed
+			}
+			srv, err := directory.New(cfg, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+			base := srv.URL()
+			ctx, cancel := context.WithCancel(context.Background())
+			beats := make(chan struct{})
+			go func() { // the node, heartbeating (ErrNotFound while its record is gone)
+				defer close(beats)
+				tick := time.NewTicker(50 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					bctx, bcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+					_ = st.Heartbeat(bctx, "f1", store.Load{}, time.Now())
+					bcancel()
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+				}
+			}()
+			defer func() { cancel(); <-beats }()
+			testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, lookupIs(t, base, "service=vacuum", urls("f1")...))
+			type healthz struct {
+				Status      string `json:"status"`
+				Store       string `json:"store"`
+				Services    int    `json:"services"`
+				StoreResets int    `json:"store_resets"`
+				Reseeded    bool   `json:"reseeded"`
+			}
+			var h healthz
+			get(t, base+"/healthz").json(t, &h)
+			if h.Status != "ok" || h.StoreResets != 0 || h.Services != 1 {
+				t.Fatalf("healthz before: %+v", h)
+			}
+
+			rs.Restart()
+			testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+				var h healthz
+				get(t, base+"/healthz").json(t, &h)
+				if h.StoreResets != 1 {
+					return fmt.Errorf("healthz: %+v", h)
+				}
+				if withSeed && (h.Status != "ok" || !h.Reseeded || h.Services != 1) {
+					return fmt.Errorf("healthz: %+v", h)
+				}
+				if !withSeed && (h.Status != "degraded" || h.Store != "empty" || h.Reseeded) {
+					return fmt.Errorf("healthz: %+v", h)
+				}
+				return nil
+			})
+			if !withSeed {
+				if _, a := getLookup(t, base, "service=vacuum"); a.Status != 404 {
+					t.Fatalf("lookup of an emptied store without a seed: %d %s", a.Status, a.Body)
+				}
+				return
+			}
+			testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, lookupIs(t, base, "service=vacuum", urls("f1")...))
+			if m := get(t, base+"/metrics"); !strings.Contains(string(m.Body), "tether_directory_reseeds_total 1") {
+				t.Errorf("metrics: no reseed counted:\n%s", m.Body)
+			}
+		})
+	}
+}

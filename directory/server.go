@@ -37,6 +37,11 @@ type Deps struct {
 	Keys *token.Keyring
 	// Log receives the directory's logs. Default slog.Default().
 	Log *slog.Logger
+	// Seed, when set, is applied to a store found without services under
+	// an epoch the directory has not seen: a new store, or one that lost
+	// its data (a Redis restarted empty). One directory at a time applies
+	// it (store.LeaseReseed). Optional.
+	Seed *store.Seed
 }
 
 // Server is a directory: the patent's first auxiliary server 400. It
@@ -84,6 +89,14 @@ type Server struct {
 	stopErr    error
 
 	reaper membership.Reaper // reaper goroutine only
+
+	// Under refreshMu: the store's epoch as last adopted, whether a reset
+	// of it was counted already, and the seed to apply to an empty store.
+	epoch     string
+	resetSeen bool
+	seed      *store.Seed
+	holder    string
+	reset     atomic.Pointer[resetInfo]
 }
 
 // health is the state of the store as the directory last saw it.
@@ -130,7 +143,10 @@ func New(cfg Config, d Deps) (*Server, error) {
 		secrets:  make(map[string][32]byte, len(cfg.RegistrationSecrets)),
 		kick:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
+		seed:     d.Seed,
+		holder:   newHolder(),
 	}
+	s.reset.Store(&resetInfo{})
 	s.loopCtx, s.loopCancel = context.WithCancel(context.Background())
 	if d.Subjects != nil {
 		s.subj = *d.Subjects
@@ -316,6 +332,13 @@ func (s *Server) Refresh(ctx context.Context) error {
 		}
 		s.metrics.refreshErrors.Add(1)
 		return fmt.Errorf("directory: refresh: %w", err)
+	}
+	if m.Epoch == "" || m.Epoch != s.epoch {
+		if am, err := s.adoptEpoch(sctx, m, now); err != nil {
+			s.log.Warn("store epoch check failed; serving the map as read", "err", err)
+		} else {
+			m = am
+		}
 	}
 	if old := s.snap.Load(); old != nil && m.Version < old.version {
 		s.log.Warn("map version went backwards: the store lost its data or was replaced", "was", old.version, "now", m.Version)

@@ -28,6 +28,7 @@ type Registry interface {
 	AddConns(ctx context.Context, conns []store.Conn) error
 	RemoveConns(ctx context.Context, ids []string) error
 	ConnsOfNode(ctx context.Context, node string) ([]store.Conn, error)
+	EnsureEpoch(ctx context.Context) (string, error)
 }
 
 var _ Registry = store.Store(nil)
@@ -77,6 +78,13 @@ type Member struct {
 	state   store.NodeState // as last written or read
 	beats   int
 
+	// The loop goroutine's own: the store's epoch when the registry was
+	// last written, and the connections written to it since (not removed
+	// since), which a resync under the same epoch announces again when a
+	// peer reaped them.
+	epoch   string
+	written map[string]struct{}
+
 	ctlSub  *nats.Subscription
 	ctx     context.Context // cancelled by Stopped; bounds drains
 	cancel  context.CancelFunc
@@ -95,7 +103,7 @@ func New(d Deps) (*Member, error) {
 	if d.NATS == nil {
 		return nil, errors.New("membership: Deps.NATS is required")
 	}
-	m := &Member{reg: d.Store, nc: d.NATS, log: d.Log, adds: map[string]node.ConnInfo{}, removes: map[string]struct{}{}}
+	m := &Member{reg: d.Store, nc: d.NATS, log: d.Log, adds: map[string]node.ConnInfo{}, removes: map[string]struct{}{}, written: map[string]struct{}{}}
 	if d.Subjects != nil {
 		m.subj = *d.Subjects
 	} else {
@@ -132,6 +140,11 @@ func (m *Member) Start(ctx context.Context, n *node.Node) error {
 		Store: m.reg, NATS: m.nc, Subjects: m.subj, TTL: store.DeadAfter(n.HeartbeatInterval()),
 		Self: n.ID(), Log: m.log,
 	}
+	epoch, err := m.reg.EnsureEpoch(ctx)
+	if err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	m.epoch = epoch
 	rec := m.record(store.StateActive)
 	if old, err := m.reg.Node(ctx, rec.ID); err == nil {
 		rec.State = old.State
@@ -311,8 +324,16 @@ func (m *Member) heartbeat() {
 	if err := m.reg.Heartbeat(ctx, id, m.load(), time.Now()); err != nil {
 		m.reaper.StoreFailed()
 		if errors.Is(err, store.ErrNotFound) {
-			// An operator removed the record; put it back.
-			_ = m.reg.PutNode(ctx, m.record(store.StateActive))
+			// The store lost the record (emptied, or an operator removed
+			// it): put it back, in the state the node had.
+			st := m.State()
+			if st == "" || st == store.StateDraining {
+				st = store.StateActive
+			}
+			if m.reg.PutNode(ctx, m.record(st)) == nil {
+				m.log.Warn("registry had lost this node's record; put it back", "state", st)
+				m.mapChanged(bus.ReasonStarted)
+			}
 		} else {
 			m.log.Warn("registry heartbeat failed", "err", err)
 		}
@@ -392,14 +413,17 @@ func (m *Member) flush() {
 	m.mu.Lock()
 	for _, c := range adds {
 		delete(m.adds, c.ID)
+		m.written[c.ID] = struct{}{}
 	}
 	for _, id := range removes {
 		delete(m.removes, id)
+		delete(m.written, id)
 	}
 	m.mu.Unlock()
 }
 
-// doResync rewrites the node's whole connection set.
+// doResync rewrites the node's whole connection set after the registry
+// could not be written (a store outage, or a store that lost its data).
 func (m *Member) doResync(ctx context.Context) {
 	// Changes from here on are batched as usual and written after this.
 	m.mu.Lock()
@@ -407,6 +431,11 @@ func (m *Member) doResync(ctx context.Context) {
 	clear(m.adds)
 	clear(m.removes)
 	m.mu.Unlock()
+	epoch, err := m.reg.EnsureEpoch(ctx)
+	if err != nil {
+		m.setResync()
+		return
+	}
 	have, err := m.reg.ConnsOfNode(ctx, m.n.ID())
 	if err != nil {
 		m.setResync()
@@ -439,17 +468,34 @@ func (m *Member) doResync(ctx context.Context) {
 			return
 		}
 	}
-	// A live connection missing from the registry may have been reaped, and
-	// announced as lost, by a peer that could not see this node's
-	// heartbeats: announce it again so that apps learn it is still there.
+	// A connection that was in the registry and is missing from it under
+	// the same epoch was reaped, and announced as lost, by a peer that could
+	// not see this node's heartbeats: announce it again (reason "resync")
+	// so that apps learn it is still there. Connections never written, and
+	// all of them when the store lost its data (a new epoch), were
+	// announced lost by nobody: nothing is announced for them.
+	lost := epoch != m.epoch
 	now := time.Now().UTC()
+	again := 0
 	for _, c := range local {
+		if _, ok := m.written[c.ID]; !ok || lost {
+			continue
+		}
+		again++
 		_ = bus.PublishEvent(m.nc, m.subj, bus.Event{
 			Type: bus.EventConnected, Service: c.Service, Device: c.Device, Conn: c.ID, Node: m.n.ID(),
-			Tier: c.Tier, Groups: c.Groups, At: now,
+			Tier: c.Tier, Groups: c.Groups, At: now, Reason: bus.ReasonResync,
 		})
 	}
+	clear(m.written)
+	for _, c := range m.n.Conns() {
+		m.written[c.ID] = struct{}{}
+	}
+	if lost {
+		m.log.Warn("the store lost its data (its epoch changed); registry rewritten", "connections", len(adds))
+		m.epoch = epoch
+	}
 	if len(adds)+len(removes) > 0 {
-		m.log.Info("registry resynced", "added", len(adds), "removed", len(removes))
+		m.log.Info("registry resynced", "added", len(adds), "removed", len(removes), "announced_again", again)
 	}
 }

@@ -49,6 +49,9 @@ type Lease struct {
 const (
 	// LeaseBalancer is the lease the balancers elect their leader with.
 	LeaseBalancer = "balancer"
+	// LeaseReseed is taken by the directory that re-applies the seed to a
+	// store found empty, so that one directory does it.
+	LeaseReseed = "reseed"
 	// LogDecisions is the log the leading balancer records its decisions
 	// in (JSON bus.Decision records).
 	LogDecisions = "decisions"

@@ -186,7 +186,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		c.nodeProcs = append(c.nodeProcs, p)
 		c.Nodes = append(c.Nodes, p.Node())
 	}
-	if err := c.seed(ctx); err != nil {
+	seed := c.seed()
+	if err := seed.Apply(ctx, c.Store); err != nil {
 		return nil, err
 	}
 	dcfg := process.DirectoryConfig(env)
@@ -194,6 +195,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if c.dirProc, err = process.NewDirectory(env, dcfg, false); err != nil {
 		return nil, err
 	}
+	c.dirProc.Reseed = &seed
 	if err := c.dirProc.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -402,10 +404,10 @@ func (c *Cluster) pickPort(want int, what string) int {
 // addr is the listen address of port on the cluster's host.
 func (c *Cluster) addr(port int) string { return net.JoinHostPort(c.opts.Host, strconv.Itoa(port)) }
 
-// seed applies the configuration's seed with the nodes' real URLs. Without
+// seed returns the configuration's seed with the nodes' real URLs. Without
 // a seed, or when the seed names other nodes than the ones running, every
 // service is assigned every node.
-func (c *Cluster) seed(ctx context.Context) error {
+func (c *Cluster) seed() store.Seed {
 	urls := map[string]string{}
 	for _, n := range c.Nodes {
 		urls[n.ID()] = n.URL()
@@ -440,7 +442,7 @@ func (c *Cluster) seed(ctx context.Context) error {
 		nodes[i] = n
 	}
 	s.Nodes = nodes
-	return s.Apply(ctx, c.Store)
+	return s
 }
 
 // Uptime is how long the cluster has run.

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tetherhq/tether/directory"
+	"github.com/tetherhq/tether/store"
 )
 
 // Directory is a directory process.
@@ -17,6 +18,10 @@ type Directory struct {
 	cfg directory.Config
 	// Seed applies the configuration's seed section to the store at start.
 	seed bool
+	// Reseed is the seed the directory applies to a store it finds empty
+	// (directory.Deps.Seed): the configuration's seed section unless
+	// changed before Start.
+	Reseed *store.Seed
 
 	mu      sync.Mutex
 	d       *directory.Server
@@ -56,7 +61,7 @@ func NewDirectory(env Env, cfg directory.Config, seed bool) (*Directory, error) 
 	if seed && env.Config.Seed == nil {
 		return nil, errors.New("--seed: the configuration has no seed section")
 	}
-	return &Directory{env: env, cfg: cfg, seed: seed}, nil
+	return &Directory{env: env, cfg: cfg, seed: seed, Reseed: env.Config.Seed}, nil
 }
 
 // Server returns the directory (nil before Start).
@@ -100,7 +105,7 @@ func (p *Directory) Start(ctx context.Context) (err error) {
 		return err
 	}
 	u.add(nc.Close)
-	d, err := directory.New(p.cfg, directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log})
+	d, err := directory.New(p.cfg, directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log, Seed: p.Reseed})
 	if err != nil {
 		return err
 	}
