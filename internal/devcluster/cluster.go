@@ -145,9 +145,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 
 	// NATS.
 	c.NATS, err = natsserver.Start(natsserver.Config{
-		Listen:     c.addr(c.pickPort(o.NATSPort, "NATS")),
-		HTTPListen: c.addr(c.pickPort(o.MonitorPort, "NATS monitoring")),
-		ServerName: "tether-dev",
+		Listen:        c.addr(c.pickPort(o.NATSPort, "NATS")),
+		HTTPListen:    c.addr(c.pickPort(o.MonitorPort, "NATS monitoring")),
+		ServerName:    "tether-dev",
+		SystemAccount: o.Config.NATSServer.SystemAccount,
 	}, o.Log)
 	if err != nil {
 		return nil, err

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tetherhq/tether/directory"
 )
@@ -21,6 +23,7 @@ type Directory struct {
 	mu      sync.Mutex
 	d       *directory.Server
 	nc      *nats.Conn
+	svc     micro.Service
 	release func()
 	stopped bool
 }
@@ -100,15 +103,22 @@ func (p *Directory) Start(ctx context.Context) (err error) {
 		return err
 	}
 	u.add(nc.Close)
-	d, err := directory.New(p.cfg, directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log})
+	reg := registry("directory", nc)
+	d, err := directory.New(p.cfg, directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log, Registry: reg})
 	if err != nil {
 		return err
 	}
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
+	u.add(func() { _ = d.Shutdown(context.Background()) })
+	svc, err := announce(nc, subj, "directory", directoryID(d), "tether directory: node lists for devices, negotiate, admin API", reg,
+		map[string]string{"url": d.URL(), "metrics": d.URL() + "/metrics"})
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
-	p.d, p.nc, p.release = d, nc, release
+	p.d, p.nc, p.release, p.svc = d, nc, release, svc
 	p.mu.Unlock()
 	return nil
 }
@@ -121,10 +131,21 @@ func (p *Directory) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	p.stopped = true
-	d, nc, release := p.d, p.nc, p.release
+	d, nc, release, svc := p.d, p.nc, p.release, p.svc
 	p.mu.Unlock()
+	_ = svc.Stop()
 	err := d.Shutdown(ctx)
 	nc.Close()
 	release()
 	return err
+}
+
+// directoryID names a directory in its micro service: the host and port
+// of its listener, or "embedded" without one.
+func directoryID(d *directory.Server) string {
+	u := strings.TrimPrefix(d.URL(), "http://")
+	if u == "" {
+		return "embedded"
+	}
+	return u
 }
