@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -34,7 +35,7 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	monPort := fs.Int("nats-monitor-port", 8222, "NATS monitoring port (0: any free port)")
 	dirPort := fs.Int("directory-port", 8080, "directory port (0: any free port)")
 	nodePort := fs.Int("node-port", 18080, "first edge node's port; the others follow (0: any free ports)")
-	metricsPort := fs.Int("metrics-port", 18180, "node-1's /metrics port; the other nodes follow, the balancer is at +10 and the appliances at +11 (0: any free ports; -1: none; the directory serves its own /metrics)")
+	metricsPort := fs.Int("metrics-port", 18180, "node-1's /metrics port; the other nodes follow, the balancer is at +10 and the appliances at +11 (0: any free ports, the default with --node-port 0; -1: none; the directory serves its own /metrics)")
 	ui := fs.Bool("ui", true, "serve the live cluster page at the directory's /ui (--ui=false: none)")
 	quiet := fs.Bool("quiet", false, "no live status line")
 	logLevel := fs.String("log-level", "warn", "log level of the components: debug, info, warn, error")
@@ -61,6 +62,11 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	}
 	if !*ui {
 		cfg.Directory.DisableUI = true
+	}
+	metricsSet := false
+	fs.Visit(func(f *flag.Flag) { metricsSet = metricsSet || f.Name == "metrics-port" })
+	if !metricsSet && *nodePort == 0 {
+		*metricsPort = 0 // free ports everywhere: no fixed port for metrics either
 	}
 	log, err := logger(io.Stderr, *logLevel, false)
 	if err != nil {
