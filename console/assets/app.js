@@ -38,12 +38,13 @@
         pools.append(el("span", { class: "pill" + (t.nodes.length ? "" : " dead") }, label));
       }
       return el("tr", { "data-service": sv.name },
-        el("td", {}, el("b", {}, sv.name)), pools,
+        el("td", {}, el("b", {}, sv.name)),
         el("td", { class: "n", "data-field": "connections" }, sv.connections),
         el("td", { class: "n" }, num(sv.pushes_per_s)), el("td", { class: "n" }, num(sv.acked_per_s)),
         el("td", { class: "n" + (sv.offline_per_s > 0 ? " bad" : "") }, num(sv.offline_per_s)),
         el("td", { class: "n" + (sv.timeouts_per_s > 0 ? " bad" : "") }, num(sv.timeouts_per_s)),
-        el("td", { class: "n" }, ms(sv.p50_ms)), el("td", { class: "n" }, ms(sv.p90_ms)), el("td", { class: "n" }, ms(sv.p99_ms)));
+        el("td", { class: "n" }, ms(sv.p50_ms)), el("td", { class: "n" }, ms(sv.p90_ms)), el("td", { class: "n" }, ms(sv.p99_ms)),
+        pools);
     }));
   }
 
@@ -57,11 +58,12 @@
       }
       const state = el("span", { class: "pill state-" + n.state + (n.live ? "" : " dead") }, n.state + (n.live ? "" : ", dead"));
       return el("tr", { "data-node": n.id },
-        el("td", {}, el("b", {}, n.id)), el("td", {}, state), el("td", {}, n.class || ""),
-        el("td", { class: "n", "data-field": "connections" }, n.stats ? n.connections : "–"), by,
-        el("td", { class: "muted" }, n.pools.join(" ")),
+        el("td", {}, el("b", {}, n.id)),
+        el("td", { class: "n", "data-field": "connections" }, n.stats ? n.connections : "–"),
+        el("td", {}, state), el("td", {}, n.class || ""),
         el("td", { class: "n" }, n.stats ? Math.round(n.cpu * 100) + "%" : "–"),
-        el("td", { class: "n" }, n.stats ? ms(n.lag_ms) : "–"));
+        el("td", { class: "n" }, n.stats ? ms(n.lag_ms) : "–"),
+        by, el("td", { class: "muted" }, n.pools.join(" ")));
     }));
   }
 
