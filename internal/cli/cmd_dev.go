@@ -38,7 +38,7 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	metricsPort := fs.Int("metrics-port", 18180, "node-1's /metrics port; the other nodes follow, the balancer is at +10 and the appliances at +11 (0: any free ports, the default with --node-port 0; -1: none; the directory serves its own /metrics)")
 	ui := fs.Bool("ui", true, "serve the live cluster page at the directory's /ui (--ui=false: none)")
 	quiet := fs.Bool("quiet", false, "no live status line")
-	logLevel := fs.String("log-level", "warn", "log level of the components: debug, info, warn, error")
+	setLogDefault(fs, "warn")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	if !metricsSet && *nodePort == 0 {
 		*metricsPort = 0 // free ports everywhere: no fixed port for metrics either
 	}
-	log, err := logger(io.Stderr, *logLevel, false)
+	log, err := commandLogger(fs)
 	if err != nil {
 		return err
 	}

@@ -93,7 +93,7 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	log, err := logger(io.Stderr, "info", false)
+	log, err := commandLogger(fs)
 	if err != nil {
 		return err
 	}
