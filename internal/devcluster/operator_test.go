@@ -174,7 +174,7 @@ func TestOperatorView(t *testing.T) {
 		want := map[string][]string{
 			"node": {"tether_node_connections", "tether_node_service_connections", "tether_node_service_pushes_total",
 				"tether_node_service_acked_total", "tether_node_receipt_latency_seconds", "tether_node_ack_latency_seconds",
-				"tether_node_disconnects_total", "tether_node_refused_total", "tether_node_nats_dropped_total", "tether_node_slow_consumers_total"},
+				"tether_node_disconnects_total", "tether_node_refused_total", "tether_node_dropped_total", "tether_node_slow_consumers_total"},
 			"directory": {"tether_directory_requests_total", "tether_directory_lookups_total", "tether_directory_stale"},
 			"balancer":  {"tether_balancer_leader", "tether_balancer_decisions_total"},
 			"simulator": {"tether_simulator_connected"},
