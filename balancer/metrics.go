@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/store"
 )
 
@@ -30,7 +31,7 @@ type metrics struct {
 func newMetrics(reg *prometheus.Registry, id string) *metrics {
 	f := func(c prometheus.Collector) prometheus.Collector { reg.MustRegister(c); return c }
 	labels := prometheus.Labels{"balancer": id}
-	return &metrics{
+	m := &metrics{
 		reg: reg,
 		decisions: f(prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_balancer_decisions_total", Help: "Balancer decisions by rule and outcome (applied, dry_run, failed).", ConstLabels: labels,
@@ -56,6 +57,24 @@ func newMetrics(reg *prometheus.Registry, id string) *metrics {
 		silent: f(prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tether_balancer_silent_nodes", Help: "Active, live nodes whose stats stopped arriving (the balancer leaves them alone).", ConstLabels: labels,
 		})).(prometheus.Gauge),
+	}
+	m.init()
+	return m
+}
+
+// init creates every series with its labels at zero, so that they exist
+// (and alerts on them work) before the first event.
+func (m *metrics) init() {
+	for _, rule := range []string{bus.RuleConnections, bus.RuleConnectionsRatio, bus.RulePushRate, bus.RuleBytes, bus.RuleLoad, bus.RuleSleep} {
+		for _, outcome := range []string{"applied", "dry_run", "failed"} {
+			m.decisions.WithLabelValues(rule, outcome)
+		}
+	}
+	for _, k := range []string{bus.MoveAssign, bus.MoveUnassign, bus.MoveDrain, bus.MoveWake, bus.MoveSleep} {
+		m.moves.WithLabelValues(k)
+	}
+	for _, stage := range []string{"map", "apply", "lease", "control", "hook", "record", "stats"} {
+		m.errors.WithLabelValues(stage)
 	}
 }
 

@@ -74,7 +74,8 @@ func TestOptions(t *testing.T) {
 		t.Fatalf("token %q", o.Token)
 	}
 
-	// Reconnect delays: between half and all of base << attempts, capped at 5s.
+	// Reconnect delays: between half and all of base << attempts, capped at
+	// max_reconnect_wait (default 1s; never below the base).
 	for _, base := range []time.Duration{0, 10 * time.Millisecond, 250 * time.Millisecond, time.Hour} {
 		o := applied(t, bus.Config{ReconnectWait: base}.Options("x", nil))
 		if o.CustomReconnectDelayCB == nil {
@@ -82,12 +83,13 @@ func TestOptions(t *testing.T) {
 		}
 		b := base
 		if b <= 0 {
-			b = 250 * time.Millisecond
+			b = 100 * time.Millisecond
 		}
+		limit := max(time.Second, b)
 		for _, attempts := range []int{0, 1, 2, 5, 16, 17, 100, 1 << 20} {
 			d := b << min(attempts, 16)
-			if d > 5*time.Second || d <= 0 {
-				d = 5 * time.Second
+			if d > limit || d <= 0 {
+				d = limit
 			}
 			for range 20 {
 				got := o.CustomReconnectDelayCB(attempts)

@@ -29,6 +29,7 @@ const DefaultPrefix = "tether"
 //	tether.node.<node>.ctl               node control
 //	tether.map.changed                   the service -> node map changed
 //	tether.balancer.decisions            balancer decisions
+//	tether.ops.<kind>.<id>.<endpoint>    a process's operator endpoints (NATS micro: stats, info)
 type Subjects struct {
 	prefix string
 }
@@ -118,6 +119,13 @@ func (s Subjects) MapChanged() string { return s.prefix + ".map.changed" }
 
 // BalancerDecisions is the subject every balancer decision is published on.
 func (s Subjects) BalancerDecisions() string { return s.prefix + ".balancer.decisions" }
+
+// Ops is the subject of one of a tether process's operator endpoints (its
+// NATS micro service endpoints "stats" and "info"): kind is "node",
+// "directory", "balancer" or "simulator", id the process's ID.
+func (s Subjects) Ops(kind, id, endpoint string) string {
+	return s.prefix + ".ops." + kind + "." + id + "." + endpoint
+}
 
 // TargetKind says what a push subject addresses.
 type TargetKind uint8

@@ -190,7 +190,15 @@ type NodeStats struct {
 	Goroutines  int    `json:"goroutines"`
 	// IntervalMS is the length of the interval the rates cover.
 	IntervalMS int64 `json:"interval_ms"`
+	// Disconnects counts the connections that closed in the interval, by
+	// reason (the reasons of tether_node_disconnects_total).
+	Disconnects map[string]int64 `json:"disconnects,omitempty"`
 }
+
+// LatencyBoundsMS are the upper bounds, in milliseconds, of the latency
+// buckets of ServiceStats.Latency (and of the nodes' latency histograms);
+// a last bucket counts everything above the last bound.
+var LatencyBoundsMS = []float64{0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
 
 // ServiceStats is one service's share of a node's load.
 type ServiceStats struct {
@@ -202,4 +210,16 @@ type ServiceStats struct {
 	Bytes int64 `json:"bytes"`
 	// Upstream is the number of upstream messages received in the interval.
 	Upstream int64 `json:"upstream"`
+	// Requests is the number of push requests for the service the node
+	// handled in the interval; Acked, Offline and Timeouts those of them
+	// that ended acked by every connection written to, found no
+	// connection on this node, or ended with acks missing.
+	Requests int64 `json:"requests,omitempty"`
+	Acked    int64 `json:"acked,omitempty"`
+	Offline  int64 `json:"offline,omitempty"`
+	Timeouts int64 `json:"timeouts,omitempty"`
+	// Latency counts the acked pushes of the interval by push-to-receipt
+	// latency: Latency[i] those at most LatencyBoundsMS[i], the last entry
+	// those above every bound. Absent when there were none.
+	Latency []int64 `json:"latency,omitempty"`
 }

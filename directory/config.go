@@ -56,6 +56,10 @@ type Config struct {
 	RegistrationSecrets map[string]string `yaml:"registration_secrets"`
 	// StoreTimeout bounds each store call made by the directory. Default 2s.
 	StoreTimeout time.Duration `yaml:"store_timeout"`
+	// DisableUI turns off the live cluster page at /ui (which answers 404
+	// then). Default false: the page is served wherever the process wires
+	// one in (`tether directory`, `tether dev`).
+	DisableUI bool `yaml:"disable_ui"`
 	// ClientCacheSize is the most client mappings cached in memory (for
 	// ?client= lookups and negotiate). Default 1,000,000.
 	ClientCacheSize int `yaml:"client_cache_size"`

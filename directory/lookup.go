@@ -1,12 +1,15 @@
 package directory
 
 import (
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherhq/tether/protocol"
 )
@@ -19,7 +22,12 @@ func (s *Server) routes() http.Handler {
 	handle(mux, "/v1/map", methods{http.MethodGet: s.handleMap})
 	handle(mux, "/v1/negotiate", methods{http.MethodPost: s.handleNegotiate})
 	handle(mux, "/healthz", methods{http.MethodGet: s.handleHealth})
-	handle(mux, "/metrics", methods{http.MethodGet: s.handleMetrics})
+	metricsHandler := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
+	handle(mux, "/metrics", methods{http.MethodGet: metricsHandler.ServeHTTP})
+	if s.ui != nil {
+		mux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+		mux.Handle("/ui/", http.StripPrefix("/ui", s.ui))
+	}
 	mux.Handle("/v1/admin/", s.adminRoutes())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		errorf(w, http.StatusNotFound, CodeNotFound, "no such path: "+r.URL.Path)
@@ -150,7 +158,7 @@ func parseLookup(raw string) (service, client string, msg string) {
 func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	service, client, msg := parseLookup(r.URL.RawQuery)
 	if msg != "" {
-		s.metrics.count(http.StatusBadRequest)
+		s.metrics.count(formInvalid, http.StatusBadRequest)
 		code := CodeBadRequest
 		if strings.HasPrefix(msg, "service:") || strings.HasPrefix(msg, "client:") {
 			code = CodeInvalidName
@@ -158,16 +166,17 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 		errorf(w, http.StatusBadRequest, code, msg)
 		return
 	}
+	form := lookupForm(service, client)
 	sn, hl := s.snap.Load(), s.health.Load()
 	if sn == nil {
-		s.notReady(w)
+		s.notReady(w, form)
 		return
 	}
 	tier, fromCache := "", false
 	if client != "" {
 		c, found, cached, err := s.resolveClient(r.Context(), client)
 		if err != nil {
-			s.metrics.count(http.StatusServiceUnavailable)
+			s.metrics.count(form, http.StatusServiceUnavailable)
 			w.Header()["Retry-After"] = s.retryWait
 			writeError(w, http.StatusServiceUnavailable, apiError{Code: CodeStoreUnavailable, Client: client,
 				Message: "the store is unavailable and client " + client + " is not in the directory's cache; retry later"})
@@ -176,7 +185,7 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 		fromCache = cached
 		if !found {
 			if service == "" {
-				s.metrics.count(http.StatusNotFound)
+				s.metrics.count(form, http.StatusNotFound)
 				s.lookupHeaders(w.Header(), hl, fromCache)
 				writeError(w, http.StatusNotFound, apiError{Code: CodeUnknownClient, Client: client,
 					Message: "client " + client + " is not in the client map"})
@@ -186,7 +195,7 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 			// negotiate does for an unmapped device.
 		} else {
 			if service != "" && c.Service != service {
-				s.metrics.count(http.StatusConflict)
+				s.metrics.count(form, http.StatusConflict)
 				writeError(w, http.StatusConflict, apiError{Code: CodeClientMismatch, Service: service, Client: client,
 					Message: "client " + client + " belongs to service " + c.Service + ", not " + service})
 				return
@@ -196,7 +205,7 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	}
 	sv := sn.services[service]
 	if sv == nil {
-		s.metrics.count(http.StatusNotFound)
+		s.metrics.count(form, http.StatusNotFound)
 		s.lookupHeaders(w.Header(), hl, fromCache)
 		m := "service " + service + " is not in the map"
 		if client != "" && service != "" {
@@ -210,7 +219,7 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	}
 	g := sv.tiers[tier]
 	if g == nil {
-		s.metrics.count(http.StatusNotFound)
+		s.metrics.count(form, http.StatusNotFound)
 		s.lookupHeaders(w.Header(), hl, fromCache)
 		writeError(w, http.StatusNotFound, apiError{Code: CodeUnknownTier, Service: service, Tier: tier, Client: client,
 			Message: "service " + service + " has no tier " + tier})
@@ -220,13 +229,13 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	s.lookupHeaders(h, hl, fromCache)
 	if len(ms) == 0 {
-		s.noLiveNodes(w, g)
+		s.noLiveNodes(w, g, form)
 		return
 	}
 	tag := g.etagOf(ms)
 	h["Etag"] = tag
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, tag[0]) {
-		s.metrics.count(http.StatusNotModified)
+		s.metrics.count(form, http.StatusNotModified)
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
@@ -234,7 +243,7 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	body := g.appendBody((*bp)[:0], ms, s.cfg.Spread)
 	h["Content-Type"] = hdrJSON
 	h["X-Content-Type-Options"] = hdrNoSniff
-	s.metrics.count(http.StatusOK)
+	s.metrics.count(form, http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
@@ -243,14 +252,14 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	bufPool.Put(bp)
 }
 
-func (s *Server) notReady(w http.ResponseWriter) {
-	s.metrics.count(http.StatusServiceUnavailable)
+func (s *Server) notReady(w http.ResponseWriter, form int) {
+	s.metrics.count(form, http.StatusServiceUnavailable)
 	w.Header()["Retry-After"] = s.retryWait
 	errorf(w, http.StatusServiceUnavailable, CodeNotReady, "the directory has not loaded the map yet (store unreachable?); retry later")
 }
 
-func (s *Server) noLiveNodes(w http.ResponseWriter, g *group) {
-	s.metrics.count(http.StatusServiceUnavailable)
+func (s *Server) noLiveNodes(w http.ResponseWriter, g *group, form int) {
+	s.metrics.count(form, http.StatusServiceUnavailable)
 	w.Header()["Retry-After"] = s.retryWait
 	w.Header()["Cache-Control"] = hdrNoStore
 	n := g.assigned
@@ -282,7 +291,7 @@ func etagMatch(header, tag string) bool {
 func (s *Server) handleMap(w http.ResponseWriter, r *http.Request) {
 	sn, hl := s.snap.Load(), s.health.Load()
 	if sn == nil {
-		s.notReady(w)
+		s.notReady(w, formMap)
 		return
 	}
 	h := w.Header()
@@ -294,12 +303,12 @@ func (s *Server) handleMap(w http.ResponseWriter, r *http.Request) {
 	}
 	h["Etag"] = tag
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, tag[0]) {
-		s.metrics.count(http.StatusNotModified)
+		s.metrics.count(formMap, http.StatusNotModified)
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
 	h["Content-Type"] = hdrJSON
-	s.metrics.count(http.StatusOK)
+	s.metrics.count(formMap, http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)

@@ -248,9 +248,17 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Errorf("healthz: %d %s", a.Status, a.Body)
 	}
 	getLookup(t, base, "service=vacuum")
+	get(t, base+"/v1/nodes?service=nope")
+	get(t, base+"/v1/nodes?service=bad%20name")
 	a = get(t, base+"/metrics")
-	if a.Status != 200 || !strings.Contains(string(a.Body), `tether_directory_lookups_total{class="2xx"} 1`) ||
-		!strings.Contains(string(a.Body), "tether_directory_stale 0") {
-		t.Errorf("metrics: %d\n%s", a.Status, a.Body)
+	for _, want := range []string{
+		`tether_directory_lookups_total{class="2xx"} 1`, "tether_directory_stale 0",
+		`tether_directory_requests_total{form="service",status="200"} 1`,
+		`tether_directory_requests_total{form="service",status="404"} 1`,
+		`tether_directory_requests_total{form="invalid",status="400"} 1`,
+	} {
+		if a.Status != 200 || !strings.Contains(string(a.Body), want) {
+			t.Errorf("metrics lack %s: %d\n%s", want, a.Status, a.Body)
+		}
 	}
 }

@@ -83,7 +83,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 	}
 	sn := s.snap.Load()
 	if sn == nil {
-		s.notReady(w)
+		s.notReady(w, formNegotiate)
 		return
 	}
 	var service, device, tier string
@@ -175,7 +175,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 	s.lookupHeaders(w.Header(), hl, false)
 	w.Header()["Cache-Control"] = hdrNoStore
 	if len(ms) == 0 {
-		s.noLiveNodes(w, g)
+		s.noLiveNodes(w, g, formNegotiate)
 		return
 	}
 	raw, err := s.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: groups, TTL: s.cfg.TokenTTL})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/membership"
@@ -42,6 +43,12 @@ type Deps struct {
 	// its data (a Redis restarted empty). One directory at a time applies
 	// it (store.LeaseReseed). Optional.
 	Seed *store.Seed
+	// Registry receives the directory's Prometheus metrics, served on
+	// /metrics. Default: a registry of the directory's own.
+	Registry *prometheus.Registry
+	// UI, when set, is served under /ui (the live cluster page of package
+	// console), unless Config.DisableUI. Default: none (404).
+	UI http.Handler
 }
 
 // Server is a directory: the patent's first auxiliary server 400. It
@@ -65,6 +72,8 @@ type Server struct {
 	health  atomic.Pointer[health]
 	clients clientCache
 	metrics metrics
+	reg     *prometheus.Registry
+	ui      http.Handler
 
 	secrets map[string][32]byte // service -> SHA-256 of its registration secret
 
@@ -145,6 +154,16 @@ func New(cfg Config, d Deps) (*Server, error) {
 		quit:     make(chan struct{}),
 		seed:     d.Seed,
 		holder:   newHolder(),
+		reg:      d.Registry,
+	}
+	if !cfg.DisableUI {
+		s.ui = d.UI
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	if err := s.reg.Register(newCollector(s)); err != nil {
+		return nil, fmt.Errorf("directory: metrics: %w", err)
 	}
 	s.reset.Store(&resetInfo{})
 	s.loopCtx, s.loopCancel = context.WithCancel(context.Background())

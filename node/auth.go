@@ -42,6 +42,7 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 	}
 	c.id = n.cfg.ID + "." + n.boot + strconv.FormatUint(n.connSeq.Add(1), 36)
 	c.service, c.device, c.tier, c.groups = claims.Service, claims.Subject, claims.Tier, claims.Groups
+	c.svcm, c.tierIdx = n.metrics.svcs[c.service], n.metrics.tierIndex(c.tier)
 	c.since = time.Now().UnixNano()
 	if !n.cfg.MultipleConnections {
 		c.authing.Store(true)
@@ -121,6 +122,9 @@ func (n *Node) activate(c *conn, err error) {
 	n.preMu.Unlock()
 	n.metrics.authenticated.Add(1)
 	n.interest.add(c)
+	if c.svcm != nil {
+		c.svcm.conns[c.tierIdx].Add(1)
+	}
 	if !n.cfg.MultipleConnections {
 		n.replaceOlder(c)
 		n.sendTakeover(c)
@@ -169,16 +173,21 @@ func (n *Node) finish(c *conn) {
 		}
 	}
 	if !c.wasActive {
+		n.refused(c)
 		return
 	}
 	n.hub.remove(c)
 	n.interest.remove(c)
+	if c.svcm != nil {
+		c.svcm.conns[c.tierIdx].Add(-1)
+	}
+	n.metrics.disconnects[disconnectIndex(c.closeCode, c.closeReason)].Add(1)
 	for _, ref := range c.takeAllPend() {
 		if p := n.table.get(ref.id); p != nil {
 			p.mu.Lock()
 			p.closed++
 			if p.complete() {
-				n.finishPending(p)
+				n.finishPending(p, time.Now().UnixNano())
 			}
 			p.mu.Unlock()
 		}

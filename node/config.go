@@ -34,6 +34,14 @@ type Config struct {
 	// to the registry for the balancer. 0 means no stated limit.
 	Capacity int `yaml:"capacity"`
 
+	// Tiers are the tier names that get their own label value in the
+	// node's per-tier metrics (tether_node_service_connections{tier}):
+	// connections of any other tier count as "other", and those of tokens
+	// without a tier as "none", so that tokens cannot grow the metrics.
+	// Default [free, paid]. At most 32 valid names, none of them "none" or
+	// "other".
+	Tiers []string `yaml:"tiers"`
+
 	// MetricsListen is the address of an HTTP listener serving /metrics
 	// (Prometheus text format) and /healthz. Default: none.
 	MetricsListen string `yaml:"metrics_listen"`
@@ -188,6 +196,9 @@ func (c *Config) applyDefaults() {
 	if c.MaxQueuedBytes <= 0 {
 		c.MaxQueuedBytes = 256 << 20
 	}
+	if c.Tiers == nil {
+		c.Tiers = []string{"free", "paid"}
+	}
 }
 
 // ShutdownGraceOrDefault returns ShutdownGrace, or its default when unset.
@@ -229,6 +240,16 @@ func (c Config) Validate() error {
 	}
 	if c.AckTimeout > c.MaxAckTimeout {
 		errs = append(errs, fmt.Errorf("node.ack_timeout: %v exceeds max_ack_timeout %v", c.AckTimeout, c.MaxAckTimeout))
+	}
+	if len(c.Tiers) > 32 {
+		errs = append(errs, fmt.Errorf("node.tiers: %d tiers, at most 32", len(c.Tiers)))
+	}
+	for i, t := range c.Tiers {
+		if err := protocol.ValidName(t); err != nil {
+			errs = append(errs, fmt.Errorf("node.tiers[%d]: %w", i, err))
+		} else if t == tierNone || t == tierOther {
+			errs = append(errs, fmt.Errorf("node.tiers[%d]: %q is the label of tokens without a tier or of unnamed tiers", i, t))
+		}
 	}
 	if c.Capacity < 0 {
 		errs = append(errs, errors.New("node.capacity: negative"))

@@ -41,6 +41,10 @@ type conn struct {
 	tier    string
 	groups  []string
 	since   int64 // unix nanos of the authentication
+	// svcm are the service's counters (nil only for a service outside the
+	// keyring, which no token names); tierIdx the tier's label index.
+	svcm    *svcCounters
+	tierIdx uint8
 
 	state    atomic.Uint32
 	authing  atomic.Bool  // counted in Node.authing (see begin/endAuthing)

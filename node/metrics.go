@@ -4,15 +4,17 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/protocol"
 )
 
 // metrics are the node's counters. They only grow; rates are derived by
-// whoever reads them (the stats loop, Prometheus).
+// whoever reads them (the stats loop, Prometheus). Every per-push update is
+// an atomic add on counters resolved before the push (a connection holds
+// its service's counters), so measuring adds no allocation and no lock.
 type metrics struct {
 	accepted, upgradeFailed, authenticated, authFailed, authTimeouts atomic.Int64
 	closed, pingTimeouts, slowConsumers, replaced, tooBig            atomic.Int64
@@ -21,50 +23,145 @@ type metrics struct {
 	upstream, upstreamFailed                                         atomic.Int64
 	dropped                                                          atomic.Int64 // pushes NATS dropped for the node (its queues were full)
 
-	svcMu sync.RWMutex
-	svcs  map[string]*svcCounters
+	// svcs holds the counters of every service of the node's keyring. New
+	// builds it and nothing changes it after, so reading it takes no lock;
+	// a service no token can name has no counters.
+	svcs map[string]*svcCounters
+	// tiers are the tier label values, by tier index: node.tiers, then
+	// tierNone and tierOther.
+	tiers []string
+
+	disconnects [len(disconnectReasons)]atomic.Int64
+	refused     [len(refuseReasons)]atomic.Int64
 }
 
+// Tier label values besides the configured tiers (node.tiers).
+const (
+	tierNone  = "none"  // tokens without a tier
+	tierOther = "other" // tiers node.tiers does not name
+)
+
+// svcCounters are one service's counters.
 type svcCounters struct {
+	name string
+	// pushes counts push frames written, bytes their payload bytes.
 	pushes, bytes, upstream atomic.Int64
+	// requests counts push requests handled; acked, offline and timeouts
+	// how they ended (see bus.ServiceStats).
+	requests, acked, offline, timeouts atomic.Int64
+	// conns counts active connections by tier index.
+	conns []atomic.Int64
+	// receipt is the push-to-receipt latency of acked pushes; ack the time
+	// from a push's write to each device's ack.
+	receipt, ack latencyHist
 }
 
-// service returns the counters of a service, creating them on first use.
-func (m *metrics) service(name string) *svcCounters {
-	if name == "" {
-		return nil
+// init sets up the per-service counters of services and the tier labels.
+func (m *metrics) init(services, tiers []string) {
+	m.svcs = make(map[string]*svcCounters, len(services))
+	m.tiers = append(append(m.tiers, tiers...), tierNone, tierOther)
+	for _, s := range services {
+		m.svcs[s] = &svcCounters{name: s, conns: make([]atomic.Int64, len(m.tiers)),
+			receipt: newLatencyHist(), ack: newLatencyHist()}
 	}
-	m.svcMu.RLock()
-	s := m.svcs[name]
-	m.svcMu.RUnlock()
-	if s != nil {
-		return s
-	}
-	m.svcMu.Lock()
-	defer m.svcMu.Unlock()
-	if m.svcs == nil {
-		m.svcs = make(map[string]*svcCounters)
-	}
-	if s = m.svcs[name]; s == nil {
-		s = &svcCounters{}
-		m.svcs[name] = s
-	}
-	return s
 }
 
+// tierIndex is the index of tier's label value.
+func (m *metrics) tierIndex(tier string) uint8 {
+	if tier == "" {
+		return uint8(len(m.tiers) - 2)
+	}
+	for i, t := range m.tiers[:len(m.tiers)-2] {
+		if t == tier {
+			return uint8(i)
+		}
+	}
+	return uint8(len(m.tiers) - 1)
+}
+
+// pushed counts one push request that was written to delivered
+// connections.
 func (m *metrics) pushed(s *svcCounters, delivered, size int) {
 	m.pushes.Add(1)
 	m.deliveries.Add(int64(delivered))
 	if s != nil {
+		s.requests.Add(1)
+		if delivered == 0 {
+			s.offline.Add(1)
+			return
+		}
 		s.pushes.Add(int64(delivered))
 		s.bytes.Add(int64(delivered * size))
 	}
 }
 
-func (m *metrics) serviceUpstream(name string) {
-	if s := m.service(name); s != nil {
-		s.upstream.Add(1)
+// latencyBoundsNS are bus.LatencyBoundsMS in nanoseconds.
+var latencyBoundsNS = func() []int64 {
+	b := make([]int64, len(bus.LatencyBoundsMS))
+	for i, ms := range bus.LatencyBoundsMS {
+		b[i] = int64(ms * 1e6)
 	}
+	return b
+}()
+
+// latencyHist is a lock-free histogram over latencyBoundsNS: counts[i]
+// holds the observations at most latencyBoundsNS[i] (and above the bound
+// before), the last entry those above every bound.
+type latencyHist struct {
+	counts []atomic.Int64
+	sum    atomic.Int64 // nanoseconds
+}
+
+func newLatencyHist() latencyHist {
+	return latencyHist{counts: make([]atomic.Int64, len(latencyBoundsNS)+1)}
+}
+
+func (h *latencyHist) observe(ns int64) {
+	i := 0
+	for i < len(latencyBoundsNS) && ns > latencyBoundsNS[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(ns)
+}
+
+// Disconnect reasons (tether_node_disconnects_total{reason}): the close
+// reasons of active connections, with the free-text protocol errors as
+// protocol_error and anything else (a drain's own reason) by its code.
+var disconnectReasons = [...]string{
+	"client_closed", "client_gone", "connection_lost", "ping_timeout", "slow_consumer",
+	"replaced", "shutdown", "drain", "write_error", protocol.ErrTooBig, "protocol_error", "internal", "other",
+}
+
+func disconnectIndex(code protocol.CloseCode, reason string) int {
+	for i, r := range disconnectReasons {
+		if r == reason {
+			return i
+		}
+	}
+	switch code {
+	case protocol.CloseProtocolError, protocol.CloseInvalidData:
+		return 10
+	case protocol.CloseShutdown:
+		return 7 // a drain with a reason of its own
+	}
+	return len(disconnectReasons) - 1
+}
+
+// Refusal reasons (tether_node_refused_total{reason}): why a connection
+// was closed before it was authenticated.
+var refuseReasons = [...]string{
+	protocol.ErrBadToken, protocol.ErrTokenExpired, protocol.ErrForbidden, protocol.ErrAuthTimeout,
+	protocol.ErrBadFrame, "upgrade_failed", "internal",
+}
+
+func refuseIndex(reason string) int {
+	for i, r := range refuseReasons {
+		if r == reason {
+			return i
+		}
+	}
+	return -1
 }
 
 // Stats is a snapshot of a node's counters, for tests, benchmarks and
@@ -171,7 +268,7 @@ func (n *Node) statsLoop() {
 	defer sample.Stop()
 	publish := time.NewTicker(n.cfg.StatsInterval)
 	defer publish.Stop()
-	prev := map[string][3]int64{}
+	prev := &statsPrev{svcs: map[string]svcSnapshot{}}
 	var lag time.Duration
 	var queued int
 	for {
@@ -222,7 +319,36 @@ func (n *Node) queuedPushes() int {
 	return k
 }
 
-func (n *Node) snapshotStats(now time.Time, prev map[string][3]int64) bus.NodeStats {
+// svcSnapshot is a service's counters at one moment.
+type svcSnapshot struct {
+	pushes, bytes, upstream, requests, acked, offline, timeouts int64
+	latency                                                     [16]int64
+}
+
+func (s *svcCounters) snapshot() svcSnapshot {
+	v := svcSnapshot{
+		pushes: s.pushes.Load(), bytes: s.bytes.Load(), upstream: s.upstream.Load(), requests: s.requests.Load(),
+		acked: s.acked.Load(), offline: s.offline.Load(), timeouts: s.timeouts.Load(),
+	}
+	for i := range s.receipt.counts {
+		v.latency[i] = s.receipt.counts[i].Load()
+	}
+	return v
+}
+
+func init() {
+	if len(latencyBoundsNS)+1 != len(svcSnapshot{}.latency) {
+		panic("node: svcSnapshot.latency does not fit bus.LatencyBoundsMS")
+	}
+}
+
+// statsPrev is what the previous stats publication saw, for the deltas.
+type statsPrev struct {
+	svcs        map[string]svcSnapshot
+	disconnects [len(disconnectReasons)]int64
+}
+
+func (n *Node) snapshotStats(now time.Time, prev *statsPrev) bus.NodeStats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	st := bus.NodeStats{
@@ -239,18 +365,38 @@ func (n *Node) snapshotStats(now time.Time, prev map[string][3]int64) bus.NodeSt
 		st.Services[c.service] = s
 		st.Connections++
 	}
-	n.metrics.svcMu.RLock()
 	for name, sc := range n.metrics.svcs {
-		cur := [3]int64{sc.pushes.Load(), sc.bytes.Load(), sc.upstream.Load()}
-		p := prev[name]
+		cur := sc.snapshot()
+		p := prev.svcs[name]
 		s := st.Services[name]
-		s.Pushes, s.Bytes, s.Upstream = cur[0]-p[0], cur[1]-p[1], cur[2]-p[2]
+		s.Pushes, s.Bytes, s.Upstream = cur.pushes-p.pushes, cur.bytes-p.bytes, cur.upstream-p.upstream
+		s.Requests, s.Acked, s.Offline, s.Timeouts = cur.requests-p.requests, cur.acked-p.acked, cur.offline-p.offline, cur.timeouts-p.timeouts
+		for i, k := range cur.latency {
+			if d := k - p.latency[i]; d > 0 {
+				if s.Latency == nil {
+					s.Latency = make([]int64, len(cur.latency))
+				}
+				s.Latency[i] = d
+			}
+		}
+		if s.Connections == nil && cur == p {
+			continue // a service this node has nothing of
+		}
 		if s.Connections == nil {
 			s.Connections = map[string]int{}
 		}
 		st.Services[name] = s
-		prev[name] = cur
+		prev.svcs[name] = cur
 	}
-	n.metrics.svcMu.RUnlock()
+	for i := range n.metrics.disconnects {
+		cur := n.metrics.disconnects[i].Load()
+		if d := cur - prev.disconnects[i]; d > 0 {
+			if st.Disconnects == nil {
+				st.Disconnects = map[string]int64{}
+			}
+			st.Disconnects[disconnectReasons[i]] = d
+		}
+		prev.disconnects[i] = cur
+	}
 	return st
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/token"
@@ -33,6 +34,9 @@ type Deps struct {
 	Observer Observer
 	// Log receives the node's logs. Default slog.Default().
 	Log *slog.Logger
+	// Registry receives the node's Prometheus metrics, served on
+	// Config.MetricsListen. Default: a registry of the node's own.
+	Registry *prometheus.Registry
 }
 
 // Node is an edge node: a WebSocket server that holds device connections
@@ -77,7 +81,9 @@ type Node struct {
 	connSub  *nats.Subscription
 	dispatch []chan *nats.Msg
 
-	metrics metrics
+	metrics   metrics
+	reg       *prometheus.Registry
+	refuseLog logSampler
 
 	draining atomic.Bool
 	quit     chan struct{}
@@ -116,6 +122,14 @@ func New(cfg Config, d Deps) (*Node, error) {
 		interest: newInterest(),
 		pre:      make(map[*conn]struct{}),
 		quit:     make(chan struct{}),
+		reg:      d.Registry,
+	}
+	n.metrics.init(d.Keys.Services(), cfg.Tiers)
+	if n.reg == nil {
+		n.reg = prometheus.NewRegistry()
+	}
+	if err := n.reg.Register(newCollector(n)); err != nil {
+		return nil, fmt.Errorf("node: metrics: %w", err)
 	}
 	if n.obs == nil {
 		n.obs = noObserver{}

@@ -772,7 +772,14 @@ func TestMetricsAndHealth(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	code, body := get("/metrics")
-	for _, want := range []string{"tether_node_connections 1\n", "tether_node_acked_total 1\n", "tether_node_deliveries_total 1\n", "tether_node_nats_connected 1\n"} {
+	for _, want := range []string{
+		`tether_node_connections{node="n1"} 1` + "\n", `tether_node_acked_total{node="n1"} 1` + "\n",
+		`tether_node_deliveries_total{node="n1"} 1` + "\n", `tether_node_nats_connected{node="n1"} 1` + "\n",
+		`tether_node_service_connections{node="n1",service="vacuum",tier="none"} 1` + "\n",
+		`tether_node_service_acked_total{node="n1",service="vacuum"} 1` + "\n",
+		`tether_node_receipt_latency_seconds_count{node="n1",service="vacuum"} 1` + "\n",
+		`tether_node_ack_latency_seconds_count{node="n1",service="vacuum"} 1` + "\n",
+	} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Fatalf("/metrics (%d) lacks %q:\n%s", code, want, body)
 		}

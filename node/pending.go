@@ -19,7 +19,9 @@ type pending struct {
 	reply    string
 	msgID    string
 	deadline int64 // unix nanos
+	start    int64 // unix nanos: when its delivery began
 	kind     bus.TargetKind
+	svc      *svcCounters // nil for a service outside the keyring
 
 	mu        sync.Mutex
 	sealed    bool // every frame is written; delivered is final
@@ -316,8 +318,9 @@ func (n *Node) publishReply(p *pending, final bool) {
 	replyBufs.Put(bp)
 }
 
-// finishPending sends p's final reply once. p.mu held.
-func (n *Node) finishPending(p *pending) {
+// finishPending sends p's final reply once; now is the time in unix
+// nanoseconds. p.mu held.
+func (n *Node) finishPending(p *pending, now int64) {
 	if p.done {
 		return
 	}
@@ -327,8 +330,15 @@ func (n *Node) finishPending(p *pending) {
 	switch {
 	case p.delivered > 0 && p.acked == p.delivered:
 		n.metrics.acked.Add(1)
+		if s := p.svc; s != nil {
+			s.acked.Add(1)
+			s.receipt.observe(now - p.start)
+		}
 	case p.acked < p.delivered && !p.expiredClosedOnly():
 		n.metrics.ackTimeouts.Add(1)
+		if s := p.svc; s != nil {
+			s.timeouts.Add(1)
+		}
 	}
 }
 
@@ -341,7 +351,7 @@ func (n *Node) sweepPending(now time.Time, buf []*pending) []*pending {
 	for _, p := range buf {
 		p.mu.Lock()
 		if p.sealed {
-			n.finishPending(p)
+			n.finishPending(p, now.UnixNano())
 		} else {
 			// Still being written (a very short timeout); the writer
 			// finishes it when it seals.

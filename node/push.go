@@ -69,7 +69,7 @@ func (n *Node) handlePush(m *nats.Msg) {
 	case bus.TargetAll:
 		targets = n.hub.appendService(targets, t.Service)
 	}
-	n.deliver(m, t.Kind, targets, msgID, noAck, progress, timeout)
+	n.deliver(m, t, targets, msgID, noAck, progress, timeout)
 	clear(targets)
 	*bufp = targets[:0]
 	connPool.Put(bufp)
@@ -115,7 +115,8 @@ func fanOut(targets []*conn, write func([]*conn) int) int {
 }
 
 // deliver writes one push to targets and sets up its acks.
-func (n *Node) deliver(m *nats.Msg, kind bus.TargetKind, targets []*conn, msgID string, noAck, progress bool, timeout time.Duration) {
+func (n *Node) deliver(m *nats.Msg, t bus.Target, targets []*conn, msgID string, noAck, progress bool, timeout time.Duration) {
+	kind := t.Kind
 	id := n.pushSeq.Add(1)
 	var frame, buf []byte
 	var pooled *[]byte
@@ -125,7 +126,12 @@ func (n *Node) deliver(m *nats.Msg, kind bus.TargetKind, targets []*conn, msgID 
 	} else {
 		frame, _ = pushFrame(make([]byte, 0, len(m.Data)+96), id, msgID, m.Data, noAck)
 	}
-	svc := n.metrics.service(serviceOf(targets))
+	var svc *svcCounters
+	if len(targets) > 0 {
+		svc = targets[0].svcm
+	} else {
+		svc = n.metrics.svcs[t.Service]
+	}
 	queued := false
 	write := func(c *conn) bool {
 		switch c.write(frame) {
@@ -172,8 +178,9 @@ func (n *Node) deliver(m *nats.Msg, kind bus.TargetKind, targets []*conn, msgID 
 		return
 	}
 
-	deadline := time.Now().Add(timeout).UnixNano()
-	p := &pending{id: id, reply: m.Reply, msgID: msgID, kind: kind, deadline: deadline}
+	start := time.Now().UnixNano()
+	deadline := start + int64(timeout)
+	p := &pending{id: id, reply: m.Reply, msgID: msgID, kind: kind, deadline: deadline, start: start, svc: svc}
 	n.table.put(p)
 	// p.mu is not held while writing: a write can close a slow connection,
 	// and closing settles that connection's pending pushes, this one too.
@@ -206,21 +213,15 @@ func (n *Node) deliver(m *nats.Msg, kind bus.TargetKind, targets []*conn, msgID 
 	p.mu.Lock()
 	p.delivered = delivered
 	p.sealed = true
+	now := time.Now().UnixNano()
 	switch {
-	case p.complete(), p.deadline <= time.Now().UnixNano():
+	case p.complete(), p.deadline <= now:
 		// Nothing delivered, acked already, or a timeout shorter than the writing.
-		n.finishPending(p)
+		n.finishPending(p, now)
 	case kind != bus.TargetConn && progress:
 		n.publishReply(p, false)
 	}
 	p.mu.Unlock()
-}
-
-func serviceOf(cs []*conn) string {
-	if len(cs) == 0 {
-		return ""
-	}
-	return cs[0].service
 }
 
 // onAck handles a device's ack of a push.
@@ -231,6 +232,7 @@ func (n *Node) onAck(c *conn, f *protocol.Frame) {
 		c.send(textFrame(protocol.AppendError(nil, protocol.ErrUnknownAck, "no push "+strconv.Quote(f.ID)+" awaits an ack on this connection", f.ID)))
 		return
 	}
+	now := time.Now().UnixNano()
 	p := n.table.get(id)
 	if p == nil {
 		// Its ack timeout passed; the app has its answer already.
@@ -258,11 +260,14 @@ func (n *Node) onAck(c *conn, f *protocol.Frame) {
 	if len(f.Data) > 0 && string(f.Data) != "null" {
 		data = append(json.RawMessage(nil), f.Data...)
 	}
+	if s := p.svc; s != nil {
+		s.ack.observe(now - p.start)
+	}
 	p.mu.Lock()
 	if !p.done {
 		p.recordAck(c, result, data, f.Enc)
 		if p.complete() {
-			n.finishPending(p)
+			n.finishPending(p, now)
 		}
 	}
 	p.mu.Unlock()

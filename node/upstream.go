@@ -33,7 +33,9 @@ func (n *Node) onUpstream(c *conn, f *protocol.Frame) {
 		return
 	}
 	n.metrics.upstream.Add(1)
-	n.metrics.serviceUpstream(c.service)
+	if c.svcm != nil {
+		c.svcm.upstream.Add(1)
+	}
 	if f.ID != "" {
 		c.send(textFrame(protocol.AppendAck(nil, f.ID, "ok", nil)))
 	}

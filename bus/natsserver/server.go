@@ -49,6 +49,48 @@ type Config struct {
 	Password string `yaml:"password"`
 	// Logs turns the server's own logging on (through slog).
 	Logs bool `yaml:"logs"`
+	// SystemAccount, when its user is set, gives NATS's system account
+	// (SYS) that one user, so that operators' tools see the whole server:
+	// `nats server report`, `nats server list`, nats-surveyor. tether's
+	// own clients then live in the account ClientAccountName, which does
+	// not see the system account's subjects: with User set they log in as
+	// before, without it they connect without credentials (the server's
+	// no_auth_user). Default: no system user, and every client in the
+	// global account ($G).
+	SystemAccount SystemAccount `yaml:"system_account"`
+}
+
+// SystemAccount is the user of NATS's system account.
+type SystemAccount struct {
+	// User and Password log into the system account. Both or neither.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+}
+
+// SystemAccountName is the name of the system account.
+const SystemAccountName = "SYS"
+
+// ClientAccountName is the account of tether's clients (nodes, directories,
+// balancers, apps) when the server has a system user.
+const ClientAccountName = "TETHER"
+
+// anonymousUser is the global account's user that clients without
+// credentials become when a system user exists.
+const anonymousUser = "tether"
+
+// Validate checks the configuration; errors name the key.
+func (c Config) Validate() error {
+	if (c.User == "") != (c.Password == "") {
+		return errors.New("nats_server.user and nats_server.password go together")
+	}
+	sa := c.SystemAccount
+	if (sa.User == "") != (sa.Password == "") {
+		return errors.New("nats_server.system_account: user and password go together")
+	}
+	if sa.User != "" && (sa.User == c.User || sa.User == anonymousUser) {
+		return fmt.Errorf("nats_server.system_account.user: %q is taken by tether's clients", sa.User)
+	}
+	return nil
 }
 
 // Server is an embedded NATS server.
@@ -86,6 +128,9 @@ func hostPort(key, addr string) (string, int, error) {
 
 // Start starts an embedded NATS server and waits until it accepts clients.
 func Start(c Config, log *slog.Logger) (*Server, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("natsserver: %w", err)
+	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -102,6 +147,22 @@ func Start(c Config, log *slog.Logger) (*Server, error) {
 		Password:   c.Password,
 		NoSigs:     true,
 		NoLog:      !c.Logs,
+	}
+	if sa := c.SystemAccount; sa.User != "" {
+		// An account of their own for the clients, rather than $G: with
+		// only $G and the system account, nats-server would let clients
+		// without credentials into $G whatever the users say.
+		sys, clients := server.NewAccount(SystemAccountName), server.NewAccount(ClientAccountName)
+		opts.Accounts = []*server.Account{sys, clients}
+		opts.SystemAccount = SystemAccountName
+		opts.Users = []*server.User{{Username: sa.User, Password: sa.Password, Account: sys}}
+		if c.User != "" {
+			opts.Users = append(opts.Users, &server.User{Username: c.User, Password: c.Password, Account: clients})
+		} else {
+			opts.Users = append(opts.Users, &server.User{Username: anonymousUser, Account: clients})
+			opts.NoAuthUser = anonymousUser
+		}
+		opts.Username, opts.Password = "", ""
 	}
 	if c.HTTPListen != "" {
 		if opts.HTTPHost, opts.HTTPPort, err = hostPort("http_listen", c.HTTPListen); err != nil {

@@ -80,10 +80,13 @@ func usage(w io.Writer) {
 	}
 }
 
-// newFlags returns a flag set that prints its usage to io.Stderr.
+// newFlags returns a flag set that prints its usage to io.Stderr, with the
+// --log-level and --log-json every command has (see commandLogger).
 func newFlags(io IO, name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("tether "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Stderr)
+	fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Bool("log-json", false, "write logs as JSON, one object per line (default: text)")
 	fs.Usage = func() {
 		fmt.Fprintf(io.Stderr, "Usage: tether %s %s\n\nFlags:\n", name, synopsis)
 		fs.PrintDefaults()
@@ -91,7 +94,9 @@ func newFlags(io IO, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses flags and rejects stray arguments.
+// parse parses flags and rejects stray arguments. It also sets slog's
+// default logger from --log-level and --log-json, so that what libraries
+// log through it follows them too.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -104,7 +109,27 @@ func parse(fs *flag.FlagSet, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
+	l, err := commandLogger(fs)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(l)
 	return nil
+}
+
+// setLogDefault changes the default of --log-level for one command.
+func setLogDefault(fs *flag.FlagSet, level string) {
+	f := fs.Lookup("log-level")
+	f.DefValue = level
+	_ = f.Value.Set(level)
+}
+
+// commandLogger builds the logger the command's --log-level and --log-json
+// ask for, writing to the flag set's output (stderr).
+func commandLogger(fs *flag.FlagSet) (*slog.Logger, error) {
+	level := fs.Lookup("log-level").Value.String()
+	json := fs.Lookup("log-json").Value.String() == "true"
+	return logger(fs.Output(), level, json)
 }
 
 // logger builds the process logger at level ("debug", "info", "warn", "error").

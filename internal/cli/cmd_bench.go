@@ -133,7 +133,7 @@ func runBenchLoad(ctx context.Context, io IO, args []string) error {
 	fs.IntVar(&c.Count, "count", 0, "number of devices")
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", 250, "connection attempts in progress at once")
 	sources := fs.String("source-ips", "", "local addresses to spread connections over, e.g. 127.0.0.2-127.0.0.254")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	setLogDefault(fs, "warn")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the worker to this file")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -153,7 +153,7 @@ func runBenchLoad(ctx context.Context, io IO, args []string) error {
 	if c.SourceIPs, err = parseIPRange(*sources); err != nil {
 		return err
 	}
-	if c.Log, err = logger(io.Stderr, *logLevel, false); err != nil {
+	if c.Log, err = commandLogger(fs); err != nil {
 		return err
 	}
 	return bench.RunWorker(ctx, c)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -34,8 +35,10 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	monPort := fs.Int("nats-monitor-port", 8222, "NATS monitoring port (0: any free port)")
 	dirPort := fs.Int("directory-port", 8080, "directory port (0: any free port)")
 	nodePort := fs.Int("node-port", 18080, "first edge node's port; the others follow (0: any free ports)")
+	metricsPort := fs.Int("metrics-port", 18180, "node-1's /metrics port; the other nodes follow, the balancer is at +10 and the appliances at +11 (0: any free ports, the default with --node-port 0; -1: none; the directory serves its own /metrics)")
+	ui := fs.Bool("ui", true, "serve the live cluster page at the directory's /ui (--ui=false: none)")
 	quiet := fs.Bool("quiet", false, "no live status line")
-	logLevel := fs.String("log-level", "warn", "log level of the components: debug, info, warn, error")
+	setLogDefault(fs, "warn")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -57,7 +60,15 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	if *redisURL != "" {
 		overrideRedis(cfg, *redisURL)
 	}
-	log, err := logger(io.Stderr, *logLevel, false)
+	if !*ui {
+		cfg.Directory.DisableUI = true
+	}
+	metricsSet := false
+	fs.Visit(func(f *flag.Flag) { metricsSet = metricsSet || f.Name == "metrics-port" })
+	if !metricsSet && *nodePort == 0 {
+		*metricsPort = 0 // free ports everywhere: no fixed port for metrics either
+	}
+	log, err := commandLogger(fs)
 	if err != nil {
 		return err
 	}
@@ -71,7 +82,7 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	defer cancel()
 	c, err := devcluster.Start(startCtx, devcluster.Options{
 		Config: cfg, Nodes: *nodes, Devices: *devices, Host: *host,
-		NATSPort: *natsPort, MonitorPort: *monPort, DirectoryPort: *dirPort, NodePort: *nodePort,
+		NATSPort: *natsPort, MonitorPort: *monPort, DirectoryPort: *dirPort, NodePort: *nodePort, MetricsPort: *metricsPort,
 		Redis: cfg.Store.Redis, PushRate: *rate, UpstreamEvery: *upstream, Log: log,
 		NoBalancer: !*balance, HotService: hotService, HotAfter: hotAfter, HotFor: hotFor,
 	})
@@ -99,7 +110,13 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	}
 	fmt.Fprintf(out, "tether dev: %d nodes, %d appliances, services %s\n", len(c.Nodes), max(*devices, 0), strings.Join(serviceNames(c), ", "))
 	fmt.Fprintf(out, "  NATS        %s   (monitoring %s/varz /connz /subsz)\n", c.NATS.ClientURL(), c.NATS.MonitorURL())
+	if sa := cfg.NATSServer.SystemAccount; sa.User != "" {
+		fmt.Fprintf(out, "  NATS system account   user %q password %q   (nats --user %s --password %s server report connections)\n", sa.User, sa.Password, sa.User, sa.Password)
+	}
 	fmt.Fprintf(out, "  directory   %s/v1/nodes?service=vacuum   (admin token %q)\n", c.Directory.URL(), cfg.Directory.AdminToken)
+	if !cfg.Directory.DisableUI {
+		fmt.Fprintf(out, "  console     %s/ui/   (the live cluster page)\n", c.Directory.URL())
+	}
 	for _, n := range c.Nodes {
 		fmt.Fprintf(out, "  %-11s %s\n", n.ID(), n.URL())
 	}
@@ -113,6 +130,13 @@ func runDev(ctx context.Context, io IO, args []string) error {
 		} else {
 			fmt.Fprintln(out, "  balancer    on (decisions: tether admin decisions; --hot vacuum@10s to give it work)")
 		}
+	}
+	if eps := c.MetricsEndpoints(); len(eps) > 0 {
+		fmt.Fprint(out, "  metrics    ")
+		for _, e := range eps {
+			fmt.Fprintf(out, " %s %s", e.Name, e.URL)
+		}
+		fmt.Fprintln(out)
 	}
 	if r := cfg.Store.Redis; r != nil {
 		fmt.Fprintf(out, "  store       Redis %s%s (key prefix %q)\n", r.URL, strings.Join(r.Addrs, ","), r.Prefix)

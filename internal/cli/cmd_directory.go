@@ -16,6 +16,7 @@ func runDirectory(ctx context.Context, io IO, args []string) error {
 	sf := addServerFlags(fs)
 	listen := fs.String("listen", "", "HTTP listen address (overrides directory.listen)")
 	seed := fs.Bool("seed", false, "apply the configuration's seed section to the store at start")
+	ui := fs.Bool("ui", true, "serve the live cluster page at /ui/ (--ui=false: none; overrides directory.disable_ui when false)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -27,6 +28,9 @@ func runDirectory(ctx context.Context, io IO, args []string) error {
 	dcfg := process.DirectoryConfig(env)
 	if *listen != "" {
 		dcfg.Listen = *listen
+	}
+	if !*ui {
+		dcfg.DisableUI = true
 	}
 	p, err := process.NewDirectory(env, dcfg, *seed)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/tetherhq/tether/bus/natsserver"
+	"github.com/tetherhq/tether/internal/config"
 )
 
 func init() {
@@ -23,6 +24,12 @@ so that scripts can start it with a free port and read where it listens:
     url=$(tether nats --port 0 --http-port -1 | head -1)
 
 Where the monitoring endpoints and the cluster port listen goes to stderr.
+
+With a system user (--system-user and --system-password, or the
+nats_server.system_account section of --config), the server's system
+account lets operators' tools see it whole: nats server report, nats server
+list, nats-surveyor. Clients without credentials (or with --user) keep
+working as before, in an account of their own.
 `
 
 func runNATS(ctx context.Context, io IO, args []string) error {
@@ -42,6 +49,9 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 	password := fs.String("password", "", "password every client must give (with --user)")
 	maxPayload := fs.Int("max-payload", 0, "largest message accepted, in bytes (default 1 MiB)")
 	logs := fs.Bool("log", false, "write the server's own log to stderr")
+	cfgPath := fs.String("config", "", "configuration file whose nats_server section gives the system account (flags override it)")
+	sysUser := fs.String("system-user", "", "user of the NATS system account, for nats server report and nats-surveyor (with --system-password)")
+	sysPassword := fs.String("system-password", "", "password of the system account's user")
 	var routes stringList
 	fs.Var(&routes, "routes", "nats-route:// URLs of other servers of the cluster (repeatable, or comma-separated; needs --cluster-port)")
 	if err := parse(fs, args); err != nil {
@@ -62,12 +72,28 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
+	if (*sysUser == "") != (*sysPassword == "") {
+		fmt.Fprintln(io.Stderr, "--system-user and --system-password go together")
+		fs.Usage()
+		return errUsage
+	}
+	var sys natsserver.SystemAccount
+	if *cfgPath != "" {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		sys = cfg.NATSServer.SystemAccount
+	}
+	if *sysUser != "" {
+		sys = natsserver.SystemAccount{User: *sysUser, Password: *sysPassword}
+	}
 	if *maxPayload < 0 || *maxPayload > 64<<20 {
 		fmt.Fprintln(io.Stderr, "--max-payload: 0 (default) to 64 MiB")
 		fs.Usage()
 		return errUsage
 	}
-	log, err := logger(io.Stderr, "info", false)
+	log, err := commandLogger(fs)
 	if err != nil {
 		return err
 	}
@@ -76,6 +102,7 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 		HTTPListen:  listenAddr(*host, *httpPort),
 		ClusterName: *clusterName, ClusterListen: listenAddr(*host, *clusterPort), Routes: routes,
 		ServerName: *name, MaxPayload: int32(*maxPayload), User: *user, Password: *password, Logs: *logs,
+		SystemAccount: sys,
 	}
 	s, err := natsserver.Start(sc, log)
 	if err != nil {
@@ -89,6 +116,9 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 	}
 	if u := s.RouteURL(); u != "" {
 		fmt.Fprintf(io.Stderr, ", routes %s", u)
+	}
+	if sys.User != "" {
+		fmt.Fprintf(io.Stderr, ", system account user %q", sys.User)
 	}
 	fmt.Fprintln(io.Stderr, "; SIGINT or SIGTERM stops it")
 	<-ctx.Done()

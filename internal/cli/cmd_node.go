@@ -76,17 +76,16 @@ func runNode(ctx context.Context, io IO, args []string) error {
 
 // serverFlags are the flags `tether node` and `tether directory` share.
 type serverFlags struct {
-	cfgPath, nats, redis, logLevel *string
-	logJSON                        *bool
+	fs                   *flag.FlagSet
+	cfgPath, nats, redis *string
 }
 
 func addServerFlags(fs *flag.FlagSet) *serverFlags {
 	return &serverFlags{
-		cfgPath:  fs.String("config", "", "configuration file (required; see configs/tether.yaml)"),
-		nats:     fs.String("nats", "", "NATS URLs, comma-separated (override nats.urls)"),
-		redis:    fs.String("redis", "", "Redis URL (replaces the store.redis section, keeping its prefix)"),
-		logLevel: fs.String("log-level", "info", "log level: debug, info, warn, error"),
-		logJSON:  fs.Bool("log-json", false, "log as JSON"),
+		fs:      fs,
+		cfgPath: fs.String("config", "", "configuration file (required; see configs/tether.yaml)"),
+		nats:    fs.String("nats", "", "NATS URLs, comma-separated (override nats.urls)"),
+		redis:   fs.String("redis", "", "Redis URL (replaces the store.redis section, keeping its prefix)"),
 	}
 }
 
@@ -108,7 +107,7 @@ func (f *serverFlags) load(io IO, fs *flag.FlagSet) (*config.File, *slog.Logger,
 	if *f.redis != "" {
 		overrideRedis(cfg, *f.redis)
 	}
-	log, err := logger(io.Stderr, *f.logLevel, *f.logJSON)
+	log, err := commandLogger(f.fs)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/internal/telemetry"
 	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/token"
 )
@@ -29,6 +31,7 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	cfgPath := fs.String("config", "", "configuration file with the service keys to mint tokens (default: built-in dev configuration)")
 	ttl := fs.Duration("token-ttl", 24*time.Hour, "lifetime of the minted tokens")
 	duration := fs.Duration("duration", 0, "stop after this long (default: until Ctrl-C)")
+	metricsListen := fs.String("metrics-listen", "", "serve the appliances' Prometheus metrics (tether_simulator_*) on this address's /metrics while they run")
 	var services stringList
 	fs.Var(&services, "service", "service the appliances use (repeatable; default: every configured service)")
 	if err := parse(fs, args); err != nil {
@@ -71,6 +74,20 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	f, err := simulator.NewFleet(fc)
 	if err != nil {
 		return err
+	}
+	if *metricsListen != "" {
+		reg := telemetry.NewRegistry("simulator")
+		reg.MustRegister(telemetry.NewFleetCollector(func() []simulator.FleetStats { return []simulator.FleetStats{f.Stats()} }))
+		ms, err := telemetry.Serve(*metricsListen, reg, slog.Default())
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			ms.Shutdown(sctx)
+		}()
+		fmt.Fprintf(io.Stderr, "metrics %s\n", ms.URL())
 	}
 	if *duration > 0 {
 		var cancel context.CancelFunc

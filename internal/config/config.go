@@ -20,6 +20,7 @@ import (
 
 	"github.com/tetherhq/tether/balancer"
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/bus/natsserver"
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/store"
@@ -43,6 +44,10 @@ type File struct {
 	// Store selects the shared store: Redis when store.redis is set,
 	// otherwise in-process memory (single binary only).
 	Store Store `yaml:"store"`
+	// NATSServer configures the NATS server that `tether nats` and
+	// `tether dev` embed (only its system_account for `tether dev`, which
+	// picks its own addresses).
+	NATSServer natsserver.Config `yaml:"nats_server"`
 	// Seed is applied to the store at start by `tether dev` and by
 	// `tether directory --seed`: services, tiers, nodes, assignments and
 	// clients.
@@ -178,6 +183,9 @@ func (f *File) RegistrationSecrets() map[string]string {
 func (f *File) ValidateCommon() error {
 	var errs []error
 	if err := f.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := f.NATSServer.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := f.Keyring(); err != nil {

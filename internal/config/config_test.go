@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -321,4 +322,19 @@ func FuzzParseConfig(f *testing.F) {
 			_ = cf.Seed.Validate()
 		}
 	})
+}
+
+// docker-compose.yml is a valid compose file, with and without the
+// monitoring profile (docker-compose checks it; .ci/run installs it).
+func TestComposeFileValidates(t *testing.T) {
+	bin, err := exec.LookPath("docker-compose")
+	if err != nil {
+		t.Fatal("docker-compose not found: install Debian's docker-compose (.ci/run does)")
+	}
+	for _, args := range [][]string{{"config", "-q"}, {"--profile", "monitoring", "config", "-q"}} {
+		cmd := exec.Command(bin, append([]string{"-f", "../../docker-compose.yml", "--project-directory", "../.."}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("docker-compose %v: %v\n%s", args, err, out)
+		}
+	}
 }

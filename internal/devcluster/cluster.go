@@ -22,6 +22,7 @@ import (
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/process"
+	"github.com/tetherhq/tether/internal/telemetry"
 	"github.com/tetherhq/tether/node"
 	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/store"
@@ -42,6 +43,11 @@ type Options struct {
 	// NATSPort, MonitorPort, DirectoryPort and NodePort (the first node's;
 	// the others follow) are the preferred ports.
 	NATSPort, MonitorPort, DirectoryPort, NodePort int
+	// MetricsPort is the preferred port of node-1's /metrics; node-K's is
+	// MetricsPort+K-1, the balancer's MetricsPort+10 and the simulated
+	// appliances' MetricsPort+11 (the directory serves its own on its
+	// port). 0: free ports; negative: no metrics listeners.
+	MetricsPort int
 	// Redis, when set, selects a Redis store instead of the in-process one.
 	Redis *store.RedisConfig
 	// PushRate is the pushes per second each demo app sends. Default 20.
@@ -108,14 +114,15 @@ type Cluster struct {
 	// Notes are remarks for the operator, such as a port that was taken.
 	Notes []string
 
-	nodeProcs []*process.Node
-	dirProc   *process.Directory
-	balProc   *process.Balancer
-	hotMu     sync.Mutex
-	hotFleet  *simulator.Fleet
-	conns     []*nats.Conn
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	simMetrics *telemetry.Server
+	nodeProcs  []*process.Node
+	dirProc    *process.Directory
+	balProc    *process.Balancer
+	hotMu      sync.Mutex
+	hotFleet   *simulator.Fleet
+	conns      []*nats.Conn
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // Start brings the whole cluster up. Stop tears it down.
@@ -145,9 +152,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 
 	// NATS.
 	c.NATS, err = natsserver.Start(natsserver.Config{
-		Listen:     c.addr(c.pickPort(o.NATSPort, "NATS")),
-		HTTPListen: c.addr(c.pickPort(o.MonitorPort, "NATS monitoring")),
-		ServerName: "tether-dev",
+		Listen:        c.addr(c.pickPort(o.NATSPort, "NATS")),
+		HTTPListen:    c.addr(c.pickPort(o.MonitorPort, "NATS monitoring")),
+		ServerName:    "tether-dev",
+		SystemAccount: o.Config.NATSServer.SystemAccount,
 	}, o.Log)
 	if err != nil {
 		return nil, err
@@ -176,6 +184,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			port = c.pickPort(o.NodePort+i, ncfg.ID)
 		}
 		ncfg.Listen = c.addr(port)
+		if o.MetricsPort >= 0 {
+			ncfg.MetricsListen = c.addr(c.metricsPort(i, ncfg.ID+" metrics"))
+		}
 		p, err := process.NewNode(env, ncfg)
 		if err != nil {
 			return nil, err
@@ -201,7 +212,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	c.Directory = c.dirProc.Server()
 	if !o.NoBalancer {
-		if c.balProc, err = process.NewBalancer(env, o.Config.Balancer); err != nil {
+		bcfg := o.Config.Balancer
+		if o.MetricsPort >= 0 {
+			bcfg.MetricsListen = c.addr(c.metricsPort(10, "balancer metrics"))
+		}
+		if c.balProc, err = process.NewBalancer(env, bcfg); err != nil {
 			return nil, err
 		}
 		if err := c.balProc.Start(ctx); err != nil {
@@ -224,7 +239,20 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 		c.Apps = append(c.Apps, app)
 	}
-	// The appliances.
+	// The appliances, and their metrics.
+	if o.MetricsPort >= 0 {
+		reg := telemetry.NewRegistry("simulator")
+		reg.MustRegister(telemetry.NewFleetCollector(func() []simulator.FleetStats {
+			var out []simulator.FleetStats
+			for _, f := range c.fleets() {
+				out = append(out, f.Stats())
+			}
+			return out
+		}))
+		if c.simMetrics, err = telemetry.Serve(c.addr(c.metricsPort(11, "simulator metrics")), reg, o.Log); err != nil {
+			return nil, err
+		}
+	}
 	if o.Devices > 0 {
 		if c.Fleet, err = c.fleet(o.Devices, services, nil); err != nil {
 			return nil, err
@@ -401,6 +429,42 @@ func (c *Cluster) pickPort(want int, what string) int {
 	return 0
 }
 
+// metricsPort picks the metrics port at offset from Options.MetricsPort.
+func (c *Cluster) metricsPort(offset int, what string) int {
+	if c.opts.MetricsPort == 0 {
+		return 0
+	}
+	return c.pickPort(c.opts.MetricsPort+offset, what)
+}
+
+// Endpoint is a named URL the cluster serves.
+type Endpoint struct {
+	Name, URL string
+}
+
+// MetricsEndpoints lists every /metrics URL of the cluster: the nodes',
+// the directory's, the balancer's and the simulated appliances'.
+func (c *Cluster) MetricsEndpoints() []Endpoint {
+	var out []Endpoint
+	for _, n := range c.Nodes {
+		if a := n.MetricsAddr(); a != nil {
+			out = append(out, Endpoint{n.ID(), "http://" + a.String() + "/metrics"})
+		}
+	}
+	if c.Directory != nil {
+		out = append(out, Endpoint{"directory", c.Directory.URL() + "/metrics"})
+	}
+	if c.balProc != nil {
+		if b := c.balProc.Balancer(); b != nil && b.MetricsAddr() != nil {
+			out = append(out, Endpoint{"balancer", "http://" + b.MetricsAddr().String() + "/metrics"})
+		}
+	}
+	if c.simMetrics != nil {
+		out = append(out, Endpoint{"simulator", c.simMetrics.URL()})
+	}
+	return out
+}
+
 // addr is the listen address of port on the cluster's host.
 func (c *Cluster) addr(port int) string { return net.JoinHostPort(c.opts.Host, strconv.Itoa(port)) }
 
@@ -464,6 +528,9 @@ func (c *Cluster) Stop(ctx context.Context) {
 		c.cancel()
 	}
 	c.wg.Wait()
+	if c.simMetrics != nil {
+		c.simMetrics.Shutdown(ctx)
+	}
 	if c.balProc != nil {
 		_ = c.balProc.Shutdown(ctx)
 	}

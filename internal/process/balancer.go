@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tetherhq/tether/balancer"
 )
@@ -19,6 +20,7 @@ type Balancer struct {
 	mu      sync.Mutex
 	b       *balancer.Balancer
 	nc      *nats.Conn
+	svc     micro.Service
 	release func()
 	stopped bool
 }
@@ -73,15 +75,22 @@ func (p *Balancer) Start(ctx context.Context) (err error) {
 		return err
 	}
 	u.add(nc.Close)
-	b, err := balancer.New(p.cfg, balancer.Deps{Store: st, NATS: nc, Subjects: &subj, Log: p.env.log()})
+	reg := registry("balancer", nc)
+	b, err := balancer.New(p.cfg, balancer.Deps{Store: st, NATS: nc, Subjects: &subj, Log: p.env.log(), Registry: reg})
 	if err != nil {
 		return err
 	}
 	if err := b.Start(ctx); err != nil {
 		return err
 	}
+	u.add(func() { _ = b.Shutdown(context.Background()) })
+	svc, err := announce(nc, subj, "balancer", b.ID(), "tether balancer: moves services between nodes, wakes and sleeps standby nodes", reg,
+		map[string]string{"metrics": metricsURL(b.MetricsAddr())})
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
-	p.b, p.nc, p.release = b, nc, release
+	p.b, p.nc, p.release, p.svc = b, nc, release, svc
 	p.mu.Unlock()
 	return nil
 }
@@ -95,8 +104,9 @@ func (p *Balancer) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	p.stopped = true
-	b, nc, release := p.b, p.nc, p.release
+	b, nc, release, svc := p.b, p.nc, p.release, p.svc
 	p.mu.Unlock()
+	_ = svc.Stop()
 	err := b.Shutdown(ctx)
 	nc.Close()
 	release()

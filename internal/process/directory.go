@@ -4,10 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
+	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/console"
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/store"
 )
@@ -26,6 +32,8 @@ type Directory struct {
 	mu      sync.Mutex
 	d       *directory.Server
 	nc      *nats.Conn
+	svc     micro.Service
+	ui      *console.Console
 	release func()
 	stopped bool
 }
@@ -105,15 +113,31 @@ func (p *Directory) Start(ctx context.Context) (err error) {
 		return err
 	}
 	u.add(nc.Close)
-	d, err := directory.New(p.cfg, directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log, Seed: p.Reseed})
+	reg := registry("directory", nc)
+	var ui *console.Console
+	deps := directory.Deps{Store: st, NATS: nc, Subjects: &subj, Keys: keys, Log: log, Registry: reg, Seed: p.Reseed}
+	if !p.cfg.DisableUI {
+		if ui, err = newConsole(ctx, nc, subj, st, p.cfg.HeartbeatInterval, log); err != nil {
+			return err
+		}
+		u.add(func() { _ = ui.Shutdown(context.Background()) })
+		deps.UI = ui
+	}
+	d, err := directory.New(p.cfg, deps)
 	if err != nil {
 		return err
 	}
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
+	u.add(func() { _ = d.Shutdown(context.Background()) })
+	svc, err := announce(nc, subj, "directory", directoryID(d), "tether directory: node lists for devices, negotiate, admin API", reg,
+		map[string]string{"url": d.URL(), "metrics": d.URL() + "/metrics"})
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
-	p.d, p.nc, p.release = d, nc, release
+	p.d, p.nc, p.release, p.svc, p.ui = d, nc, release, svc, ui
 	p.mu.Unlock()
 	return nil
 }
@@ -126,10 +150,51 @@ func (p *Directory) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	p.stopped = true
-	d, nc, release := p.d, p.nc, p.release
+	d, nc, release, svc, ui := p.d, p.nc, p.release, p.svc, p.ui
 	p.mu.Unlock()
+	_ = svc.Stop()
+	if ui != nil {
+		_ = ui.Shutdown(ctx) // ends the pages' event streams, which would hold up the HTTP shutdown
+	}
 	err := d.Shutdown(ctx)
 	nc.Close()
 	release()
 	return err
+}
+
+// directoryID names a directory in its micro service: the host and port
+// of its listener, or "embedded" without one.
+func directoryID(d *directory.Server) string {
+	u := strings.TrimPrefix(d.URL(), "http://")
+	if u == "" {
+		return "embedded"
+	}
+	return u
+}
+
+// newConsole starts the live cluster page a directory serves at /ui.
+func newConsole(ctx context.Context, nc *nats.Conn, subj bus.Subjects, st store.Store, heartbeat time.Duration, log *slog.Logger) (*console.Console, error) {
+	ui, err := console.New(console.Deps{
+		NATS: nc, Subjects: &subj, Map: st.Map, HeartbeatInterval: heartbeat, Log: log,
+		Decisions: func(ctx context.Context, limit int) ([]bus.Decision, error) {
+			recs, err := st.Records(ctx, store.LogDecisions, limit)
+			if err != nil {
+				return nil, err
+			}
+			var out []bus.Decision
+			for _, r := range recs {
+				if d, err := bus.ParseDecision(r); err == nil {
+					out = append(out, d)
+				}
+			}
+			return out, nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := ui.Start(ctx); err != nil {
+		return nil, err
+	}
+	return ui, nil
 }

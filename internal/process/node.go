@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tetherhq/tether/membership"
 	"github.com/tetherhq/tether/node"
@@ -21,6 +22,7 @@ type Node struct {
 	n       *node.Node
 	member  *membership.Member
 	nc      *nats.Conn
+	svc     micro.Service
 	release func()
 	stopped bool
 }
@@ -79,7 +81,8 @@ func (p *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	u.add(nc.Close)
-	deps := node.Deps{NATS: nc, Subjects: &subj, Keys: keys, Log: log}
+	reg := registry("node", nc)
+	deps := node.Deps{NATS: nc, Subjects: &subj, Keys: keys, Log: log, Registry: reg}
 	st, release, err := p.env.openStore(ctx)
 	var m *membership.Member
 	switch {
@@ -107,8 +110,13 @@ func (p *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	svc, err := announce(nc, subj, "node", n.ID(), "tether edge node: device WebSockets, pushes and receipts", reg,
+		map[string]string{"url": n.URL(), "metrics": metricsURL(n.MetricsAddr()), "class": n.Class()})
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
-	p.n, p.member, p.nc, p.release = n, m, nc, release
+	p.n, p.member, p.nc, p.release, p.svc = n, m, nc, release, svc
 	p.mu.Unlock()
 	return nil
 }
@@ -122,8 +130,9 @@ func (p *Node) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	p.stopped = true
-	n, nc, release := p.n, p.nc, p.release
+	n, nc, release, svc := p.n, p.nc, p.release, p.svc
 	p.mu.Unlock()
+	_ = svc.Stop()
 	err := n.Shutdown(ctx)
 	nc.Close()
 	if release != nil {

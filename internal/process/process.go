@@ -14,12 +14,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/telemetry"
 	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/token"
 )
@@ -94,11 +98,37 @@ func (e Env) openStore(ctx context.Context) (store.Store, func(), error) {
 	if e.Config.Store.Redis == nil {
 		return nil, nil, ErrNoStore
 	}
+	telemetry.RouteRedisLogs(e.log())
 	st, err := store.OpenRedis(ctx, *e.Config.Store.Redis)
 	if err != nil {
 		return nil, nil, fmt.Errorf("process: %w", err)
 	}
 	return st, func() { _ = st.Close() }, nil
+}
+
+// registry returns the Prometheus registry of a process part of kind:
+// Go and process collectors, tether_build_info and nc's figures.
+func registry(kind string, nc *nats.Conn) *prometheus.Registry {
+	reg := telemetry.NewRegistry(kind)
+	reg.MustRegister(telemetry.NewNATSCollector(nc))
+	return reg
+}
+
+// announce registers a process part as the NATS micro service
+// "tether-<kind>"; its stats endpoint answers reg's tether_* series.
+func announce(nc *nats.Conn, subj bus.Subjects, kind, id, description string, reg *prometheus.Registry, md map[string]string) (micro.Service, error) {
+	return telemetry.AddService(nc, subj, telemetry.Service{
+		Kind: kind, ID: id, Description: description, Metadata: md,
+		Stats: func() any { return telemetry.Snapshot(reg) },
+	})
+}
+
+// metricsURL is the /metrics URL of a listener, or "" without one.
+func metricsURL(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return "http://" + a.String() + "/metrics"
 }
 
 // undo runs cleanups in reverse order; a failed Start uses it to leave
