@@ -38,6 +38,11 @@ func (s *Server) adoptEpoch(ctx context.Context, m store.Map, now time.Time) (st
 		prev := s.reset.Load()
 		s.reset.Store(&resetInfo{count: prev.count + 1, at: now})
 		s.log.Warn("the store lost its data (its epoch changed): nodes re-register within a heartbeat", "was", s.epoch, "now", m.Epoch, "services", len(m.Services), "seed", s.seed != nil)
+		// The heartbeats went with the data: until the nodes write new
+		// ones, judge them by the ones they had.
+		if prev := s.snap.Load(); prev != nil {
+			s.carry, s.carryUntil = prev.beats, now.Add(s.ttl)
+		}
 	}
 	reseeded := false
 	if len(m.Services) == 0 && s.seed != nil {
@@ -81,4 +86,22 @@ func newHolder() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "directory-" + hex.EncodeToString(b[:])
+}
+
+// carryBeats gives the nodes of m that have no heartbeat the one they had
+// before the store lost its data, for a dead-after period after that.
+func (s *Server) carryBeats(m store.Map, now time.Time) {
+	if s.carry == nil {
+		return
+	}
+	if !now.Before(s.carryUntil) {
+		s.carry = nil
+		return
+	}
+	for id, n := range m.Nodes {
+		if hb, ok := s.carry[id]; ok && n.Heartbeat.IsZero() {
+			n.Heartbeat = time.Unix(0, hb)
+			m.Nodes[id] = n
+		}
+	}
 }

@@ -103,9 +103,13 @@ type Server struct {
 	// of it was counted already, and the seed to apply to an empty store.
 	epoch     string
 	resetSeen bool
-	seed      *store.Seed
-	holder    string
-	reset     atomic.Pointer[resetInfo]
+	// carry holds the heartbeats known before the store lost its data,
+	// used until carryUntil (carryBeats).
+	carry      map[string]int64
+	carryUntil time.Time
+	seed       *store.Seed
+	holder     string
+	reset      atomic.Pointer[resetInfo]
 }
 
 // health is the state of the store as the directory last saw it.
@@ -359,6 +363,7 @@ func (s *Server) Refresh(ctx context.Context) error {
 			m = am
 		}
 	}
+	s.carryBeats(m, now)
 	if old := s.snap.Load(); old != nil && m.Version < old.version {
 		s.log.Warn("map version went backwards: the store lost its data or was replaced", "was", old.version, "now", m.Version)
 	}

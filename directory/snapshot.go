@@ -29,6 +29,9 @@ type snapshot struct {
 	services map[string]*service
 	// nodes and live count the nodes in the map and those listed.
 	nodes, live int
+	// beats are the nodes' last heartbeats (unix nanoseconds), carried
+	// over a store reset (Server.adoptEpoch).
+	beats map[string]int64
 
 	// mapBody is the /v1/map answer as of readAt, valid until mapUntil
 	// (the earliest expiry of a listed node).
@@ -78,6 +81,12 @@ func build(m store.Map, readAt, liveAt time.Time, ttl time.Duration) *snapshot {
 	at := liveAt.UnixNano()
 	s := &snapshot{version: m.Version, readAt: readAt.UnixNano(), liveAt: at, services: make(map[string]*service, len(m.Services)), nodes: len(m.Nodes), mapUntil: math.MaxInt64}
 	listed := map[string]bool{}
+	s.beats = make(map[string]int64, len(m.Nodes))
+	for id, n := range m.Nodes {
+		if !n.Heartbeat.IsZero() {
+			s.beats[id] = n.Heartbeat.UnixNano()
+		}
+	}
 	for name, sv := range m.Services {
 		out := &service{name: name, defaultTier: sv.DefaultTier, tiers: make(map[string]*group, len(sv.Tiers))}
 		if out.defaultTier == "" {

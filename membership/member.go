@@ -321,7 +321,15 @@ func (m *Member) heartbeat() {
 	ctx, cancel := m.storeCtx()
 	defer cancel()
 	id := m.n.ID()
-	if err := m.reg.Heartbeat(ctx, id, m.load(), time.Now()); err != nil {
+	began := time.Now()
+	err := m.reg.Heartbeat(ctx, id, m.load(), began)
+	if time.Since(began) > m.reaper.TTL/4 {
+		// The store hung (frozen, failing over): the peers' heartbeats
+		// hung too, and they need a TTL to catch up before anyone is
+		// judged dead.
+		m.reaper.StoreFailed()
+	}
+	if err != nil {
 		m.reaper.StoreFailed()
 		if errors.Is(err, store.ErrNotFound) {
 			// The store lost the record (emptied, or an operator removed
@@ -330,7 +338,7 @@ func (m *Member) heartbeat() {
 			if st == "" || st == store.StateDraining {
 				st = store.StateActive
 			}
-			if m.reg.PutNode(ctx, m.record(st)) == nil {
+			if m.reg.PutNode(ctx, m.record(st)) == nil && m.reg.Heartbeat(ctx, id, m.load(), time.Now()) == nil {
 				m.log.Warn("registry had lost this node's record; put it back", "state", st)
 				m.mapChanged(bus.ReasonStarted)
 			}
@@ -341,6 +349,11 @@ func (m *Member) heartbeat() {
 		return
 	}
 	m.beats++
+	// A store that lost its data may have been re-seeded (the node's
+	// record is back) before this node noticed: its epoch says so.
+	if e, err := m.reg.EnsureEpoch(ctx); err == nil && e != m.epoch {
+		m.setResync()
+	}
 	if m.beats%urlCheckEvery == 0 {
 		m.checkRecord(ctx)
 	}

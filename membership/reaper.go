@@ -48,6 +48,9 @@ type Reaper struct {
 	// heartbeats written while it was unreachable were lost, so no node
 	// is judged dead before the store has been reachable for a whole TTL.
 	healthySince time.Time
+	// epoch is the store's epoch at the last read: a new one means the
+	// store lost its data, heartbeats with it.
+	epoch string
 
 	reaped, failures atomic.Uint64
 }
@@ -70,9 +73,11 @@ func (r *Reaper) Run(ctx context.Context, every, storeTimeout time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C:
+			// The time of the round, not of the tick: a tick can wait
+			// while a round hangs on the store.
 			rctx, cancel := context.WithTimeout(ctx, storeTimeout)
-			_, _ = r.Reap(rctx, now)
+			_, _ = r.Reap(rctx, time.Now())
 			cancel()
 		}
 	}
@@ -82,7 +87,9 @@ func (r *Reaper) Run(ctx context.Context, every, storeTimeout time.Duration) {
 // them. A node is dead when its heartbeat is older than TTL (or was cleared
 // by Leave), or when it was removed from the map but still has connections
 // registered on two calls in a row (so that a running node whose record an
-// operator just removed has a heartbeat's time to put it back). It returns
+// operator just removed has a heartbeat's time to put it back). Nobody is
+// judged dead until the store has been readable, under one epoch and
+// without a read that hung for over a quarter of the TTL, for a whole TTL. It returns
 // the reaped connections by node; on error, what it reaped so far.
 func (r *Reaper) Reap(ctx context.Context, now time.Time) (map[string][]store.Conn, error) {
 	lost, err := r.reap(ctx, now)
@@ -106,10 +113,22 @@ func (r *Reaper) log() *slog.Logger {
 }
 
 func (r *Reaper) reap(ctx context.Context, now time.Time) (map[string][]store.Conn, error) {
+	began := time.Now()
 	m, err := r.Store.Map(ctx)
 	if err != nil {
 		r.healthySince = time.Time{}
 		return nil, err
+	}
+	if took := time.Since(began); took > r.TTL/4 {
+		// The read hung (a frozen or failing-over store) and then
+		// answered: heartbeats could not be written meanwhile, so the
+		// store is back only from the end of the read.
+		r.healthySince = now.Add(took)
+	}
+	if m.Epoch != r.epoch {
+		// The store lost its data (or is new to this Reaper): every
+		// heartbeat went with it.
+		r.epoch, r.healthySince = m.Epoch, time.Time{}
 	}
 	if r.healthySince.IsZero() {
 		r.healthySince = now

@@ -125,3 +125,42 @@ func TestReaperStoreFailed(t *testing.T) {
 		t.Fatalf("Reap a TTL later = %v; want a's connections", lost)
 	}
 }
+
+// A read that hangs on a frozen store and then answers counts as an
+// outage: the heartbeats of that time could not be written.
+func TestReaperHungRead(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.StartServer(t)
+	st, err := store.OpenRedis(ctx, store.RedisConfig{URL: srv.URL(), Prefix: redistest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	t0 := time.Now()
+	seedNodes(t, st, t0)
+	r := &membership.Reaper{Store: st, TTL: time.Second}
+	if _, err := r.Reap(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	thawed := make(chan struct{})
+	go func() {
+		defer close(thawed)
+		time.Sleep(600 * time.Millisecond) // the length of the freeze
+		srv.Thaw()
+	}()
+	// Judged 5s on, every heartbeat is stale: the read hangs through the
+	// freeze, so nothing is reaped...
+	lost, err := r.Reap(ctx, t0.Add(5*time.Second))
+	<-thawed
+	if err != nil || len(lost) != 0 {
+		t.Fatalf("Reap through a freeze = %v, %v; want nothing", lost, err)
+	}
+	if lost, err := r.Reap(ctx, t0.Add(5500*time.Millisecond)); err != nil || len(lost) != 0 {
+		t.Fatalf("Reap within a TTL of the freeze = %v, %v; want nothing", lost, err)
+	}
+	// ...until the store has been back a whole TTL.
+	if lost, err := r.Reap(ctx, t0.Add(7*time.Second)); err != nil || len(lost) != 2 {
+		t.Fatalf("Reap a TTL after the freeze = %v, %v; want a's and b's", lost, err)
+	}
+}
