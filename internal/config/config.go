@@ -150,8 +150,6 @@ func Parse(b []byte, name string) (*File, error) {
 // malformed reference, each naming the key.
 func expandEnv(doc *yaml.Node) []error {
 	var errs []error
-	unset := map[string][]string{} // variable -> keys
-	var order []string
 	walk(doc, "", func(n *yaml.Node, path string) {
 		if n.Kind != yaml.ScalarNode || !strings.Contains(n.Value, "$") {
 			return
@@ -162,10 +160,7 @@ func expandEnv(doc *yaml.Node) []error {
 			return
 		}
 		for _, k := range missing {
-			if _, ok := unset[k]; !ok {
-				order = append(order, k)
-			}
-			unset[k] = append(unset[k], orTop(path))
+			errs = append(errs, fmt.Errorf("line %d: %s: environment variable %s is not set", n.Line, orTop(path), k))
 		}
 		if v != n.Value && n.Style == 0 {
 			// A plain scalar: resolve its type from the value, as if it had
@@ -174,13 +169,6 @@ func expandEnv(doc *yaml.Node) []error {
 		}
 		n.Value = v
 	})
-	if len(order) > 0 {
-		parts := make([]string, len(order))
-		for i, k := range order {
-			parts[i] = fmt.Sprintf("%s (%s)", k, strings.Join(unset[k], ", "))
-		}
-		errs = append(errs, fmt.Errorf("environment variables not set: %s", strings.Join(parts, ", ")))
-	}
 	return errs
 }
 

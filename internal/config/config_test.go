@@ -57,7 +57,7 @@ func TestParseAllProblems(t *testing.T) {
 		"config all.yaml: ",
 		"line 4: node.lisen: unknown key",
 		"line 3: node.capacity: cannot unmarshal",
-		"TETHER_TEST_UNSET_A (node.id)",
+		"line 2: node.id: environment variable TETHER_TEST_UNSET_A is not set",
 		`line 6: directory.admin_token: config: bad reference: "${TETHER_TEST_BAD:?required}"`,
 	} {
 		if !strings.Contains(err.Error(), want) {
