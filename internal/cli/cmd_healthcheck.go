@@ -51,7 +51,10 @@ func runHealthcheck(ctx context.Context, io IO, args []string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// Straight to the target: a health check is about that process, not
+	// about a proxy that $HTTP_PROXY may name.
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("%s: no answer within %v", u, *timeout)
