@@ -16,11 +16,11 @@ import (
 	"github.com/tetherhq/tether/bus"
 )
 
-// Groups every appliance of the dev fleet joins: one of FleetGroups and
-// FleetAllGroup. The demo apps' group pushes go to these groups only.
+// Groups every appliance of the dev fleet joins: one of fleetGroups and
+// fleetAllGroup. The demo apps' group pushes go to these groups only.
 var (
-	FleetGroups   = []string{"dev-floor-1", "dev-floor-2", "dev-floor-3"}
-	FleetAllGroup = "dev-all"
+	fleetGroups   = []string{"dev-floor-1", "dev-floor-2", "dev-floor-3"}
+	fleetAllGroup = "dev-all"
 )
 
 // App is a demo app server for one service: it follows connect and
@@ -182,9 +182,9 @@ func (a *App) push(n int, conn, device string) {
 	fanout := n%50 == 0
 	switch {
 	case n%200 == 0:
-		r, err = a.svc.PushGroup(ctx, FleetAllGroup, data)
+		r, err = a.svc.PushGroup(ctx, fleetAllGroup, data)
 	case fanout:
-		r, err = a.svc.PushGroup(ctx, FleetGroups[n/50%len(FleetGroups)], data)
+		r, err = a.svc.PushGroup(ctx, fleetGroups[n/50%len(fleetGroups)], data)
 	case n%4 == 0:
 		r, err = a.svc.PushDevice(ctx, device, data)
 	default:

@@ -324,14 +324,14 @@ func (c *Cluster) fleet(n int, services []string, id func(service string, i int)
 			if paid[device] {
 				tier = "paid"
 			}
-			group := FleetGroups[0]
+			group := fleetGroups[0]
 			if n, err := strconv.Atoi(device[max(len(device)-4, 0):]); err == nil {
-				group = FleetGroups[n%len(FleetGroups)]
+				group = fleetGroups[n%len(fleetGroups)]
 			}
 			// A device is the fleet's once the cluster has issued its
 			// token, before it connects: the demo apps push to it alone.
 			c.owned.Store(service+"/"+device, struct{}{})
-			return c.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: []string{group, FleetAllGroup}, TTL: 24 * time.Hour})
+			return c.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: []string{group, fleetAllGroup}, TTL: 24 * time.Hour})
 		},
 		UpstreamEvery: up,
 		MinBackoff:    50 * time.Millisecond,
