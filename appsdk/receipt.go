@@ -63,17 +63,19 @@ type Receipt struct {
 	// is at best StatusPartial. Sorted.
 	Missing []string `json:"missing,omitempty"`
 	// Latency is the time from publishing the push to returning the
-	// receipt; in JSON, latency_ms, in milliseconds.
+	// receipt; in JSON, latency_ms, in milliseconds rounded to three
+	// decimals (the microsecond).
 	Latency time.Duration `json:"-"`
 }
 
-// MarshalJSON writes the receipt with its latency as latency_ms.
+// MarshalJSON writes the receipt with its latency as latency_ms, in
+// milliseconds rounded to the microsecond (2841.302, not 2841.302417).
 func (r Receipt) MarshalJSON() ([]byte, error) {
 	type plain Receipt
 	return json.Marshal(struct {
 		plain
 		LatencyMS float64 `json:"latency_ms"`
-	}{plain(r), float64(r.Latency) / float64(time.Millisecond)})
+	}{plain(r), float64(r.Latency.Round(time.Microsecond)) / float64(time.Millisecond)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.

@@ -23,4 +23,21 @@ func TestReceiptJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil || back.Latency != r.Latency || back.Status != r.Status || back.Acks[0].Conn != "n1.a" {
 		t.Fatalf("round trip = %+v, %v", back, err)
 	}
+
+	// Printed receipts carry the latency to the microsecond, no more.
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{2841302417 * time.Nanosecond, `"latency_ms":2841.302`},
+		{1234567 * time.Nanosecond, `"latency_ms":1.235`},
+		{400 * time.Nanosecond, `"latency_ms":0`},
+		{0, `"latency_ms":0`},
+		{3 * time.Second, `"latency_ms":3000`},
+	} {
+		b, err := json.Marshal(appsdk.Receipt{Status: appsdk.StatusAcked, Latency: tc.d})
+		if err != nil || !strings.Contains(string(b), tc.want) {
+			t.Errorf("Latency %v: JSON %s, want %s (%v)", tc.d, b, tc.want, err)
+		}
+	}
 }

@@ -6,9 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"testing"
@@ -73,13 +78,241 @@ func TestMainUsage(t *testing.T) {
 	}
 }
 
+// TestCommandHelp: asked for, help goes to stdout (so that it pipes into
+// less or grep) and exits 0.
 func TestCommandHelp(t *testing.T) {
 	for _, c := range allCommands() {
 		for _, h := range []string{"-h", "--help"} {
 			code, out, errOut := tether(t, nil, c, h)
-			if code != 0 || out != "" || !strings.Contains(errOut, "sage: tether "+c) {
+			if code != 0 || errOut != "" || !strings.Contains(out, "sage: tether "+c) {
 				t.Errorf("tether %s %s: exit %d\nstdout %s\nstderr %s", c, h, code, out, errOut)
 			}
+		}
+	}
+	// After a subcommand, or with other flags, too.
+	for _, args := range [][]string{
+		{"admin", "nodes", "add", "-h"},
+		{"admin", "--json", "map", "--help"},
+		{"dirload", "serve", "-h"},
+		{"push", "--service", "vacuum", "-h"},
+		{"healthcheck", "http://127.0.0.1:1/healthz", "-h"},
+		{"help"},
+	} {
+		code, out, errOut := tether(t, nil, args...)
+		if code != 0 || errOut != "" || !strings.Contains(strings.ToLower(out), "usage: tether") {
+			t.Errorf("tether %s: exit %d\nstdout %s\nstderr %s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, out, errOut := tether(t, nil, args...)
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if code != 0 || errOut != "" || len(lines) != 3 || !strings.HasPrefix(lines[0], "tether ") ||
+			!strings.HasPrefix(lines[1], "commit ") || lines[2] != runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH {
+			t.Fatalf("tether %s: exit %d\nstdout %q\nstderr %s", args[0], code, out, errOut)
+		}
+	}
+	code, out, _ := tether(t, nil, "--version", "--json")
+	var v struct{ Version, Go, Platform string }
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || v.Version == "" || v.Go != runtime.Version() {
+		t.Fatalf("--version --json: exit %d, %q, %v", code, out, err)
+	}
+
+	// What a build stamped from a git checkout says.
+	bi := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Path: "github.com/tetherhq/tether", Version: "v0.0.0-20261128093000-154d0a3c2b1e+dirty"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "154d0a3c2b1e0000000000000000000000000000"},
+			{Key: "vcs.time", Value: "2026-11-28T09:30:00Z"}, {Key: "vcs.modified", Value: "true"},
+			{Key: "GOOS", Value: "linux"}, {Key: "GOARCH", Value: "arm64"}}}
+	want := "tether v0.0.0-20261128093000-154d0a3c2b1e+dirty\ncommit 154d0a3c2b1e0000000000000000000000000000 (2026-11-28T09:30:00Z) with uncommitted changes\ngo1.26.0 linux/arm64\n"
+	if got := buildVersion(bi).String(); got != want {
+		t.Fatalf("buildVersion:\n%s\nwant\n%s", got, want)
+	}
+	if got := buildVersion(nil); got.Version != "unknown" || got.Go != runtime.Version() {
+		t.Fatalf("buildVersion(nil) = %+v", got)
+	}
+}
+
+// TestCompletion checks the scripts' syntax with each shell, and that bash
+// and fish complete commands, flags and admin's subcommands.
+func TestCompletion(t *testing.T) {
+	scripts := map[string]string{}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		code, out, errOut := tether(t, nil, "completion", sh)
+		if code != 0 || errOut != "" || !strings.Contains(out, "tether") {
+			t.Fatalf("completion %s: exit %d\n%s", sh, code, errOut)
+		}
+		for _, c := range allCommands() {
+			if !strings.Contains(out, c) {
+				t.Errorf("the %s script does not know %s", sh, c)
+			}
+		}
+		p := filepath.Join(t.TempDir(), "tether."+sh)
+		if err := os.WriteFile(p, []byte(out), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		scripts[sh] = p
+		shell, err := exec.LookPath(sh)
+		if err != nil {
+			t.Fatalf("%s is not installed (.ci/run installs it): %v", sh, err)
+		}
+		if b, err := exec.Command(shell, "-n", p).CombinedOutput(); err != nil {
+			t.Fatalf("%s -n: %v\n%s\nscript:\n%s", sh, err, b, out)
+		}
+	}
+	complete := func(words ...string) string {
+		t.Helper()
+		script := fmt.Sprintf(`source %q; COMP_WORDS=(%s); COMP_CWORD=%d; _tether; echo "${COMPREPLY[*]}"`,
+			scripts["bash"], strings.Join(words, " "), len(words)-1)
+		b, err := exec.Command("bash", "-c", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash: %v\n%s", err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	for _, tc := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"tether", "ver"}, "version"},
+		{[]string{"tether", "--ver"}, "--version"},
+		{[]string{"tether", "dev", "--dur"}, "--duration"},
+		{[]string{"tether", "push", "--fa"}, "--fail"},
+		{[]string{"tether", "admin", "dec"}, "decisions"},
+		{[]string{"tether", "completion", "z"}, "zsh"},
+		{[]string{"tether", "check", "--config", "/nonexistent-dir/x"}, ""},
+	} {
+		if got := complete(tc.words...); got != tc.want {
+			t.Errorf("bash completes %q to %q, want %q", tc.words, got, tc.want)
+		}
+	}
+	b, err := exec.Command("fish", "-c", fmt.Sprintf("source %q; complete -C 'tether push --wa'; complete -C 'tether admin cli'", scripts["fish"])).CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "--wait-all") || !strings.Contains(string(b), "clients") {
+		t.Errorf("fish completes:\n%s (%v)", b, err)
+	}
+
+	for _, args := range [][]string{{"completion"}, {"completion", "tcsh"}, {"completion", "bash", "zsh"}} {
+		if code, out, errOut := tether(t, nil, args...); code != 2 || out != "" || !strings.Contains(errOut, "Usage: tether completion") {
+			t.Errorf("tether %s: exit %d\n%s\n%s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+}
+
+// composeEnv are the variables configs/compose.yaml needs, as
+// docker-compose.yml sets them.
+var composeEnv = map[string]string{
+	"TETHER_NATS_URLS": "nats://nats:4222", "TETHER_REDIS_URL": "redis://redis:6379/0",
+	"TETHER_ADMIN_TOKEN": "change-me-admin-token", "TETHER_CLUSTER_SECRET": "change-me-cluster-secret",
+	"VACUUM_TOKEN_SECRET": "change-me-vacuum-secret-0123456789abcdef", "VACUUM_REGISTRATION_SECRET": "change-me-vacuum-registration",
+	"AIRCON_TOKEN_SECRET": "change-me-aircon-secret-0123456789abcdef",
+}
+
+func TestCheck(t *testing.T) {
+	for k, v := range composeEnv {
+		t.Setenv(k, v)
+	}
+	code, out, errOut := tether(t, nil, "check", "--config", "../../configs/compose.yaml")
+	if code != 0 || errOut != "" || !strings.Contains(out, "configs/compose.yaml: ok") || !strings.Contains(out, "note: node.id is not set") {
+		t.Fatalf("compose.yaml: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	good, err := os.ReadFile("../../configs/compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	check := func(name, text string) (int, string, string) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return tether(t, nil, "check", "--config", p)
+	}
+	for _, tc := range []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"typo.yaml", "  listen: \":18080\"", "  lisen: \":18080\"", []string{"1 problem", "node.lisen: unknown key"}},
+		{"nested-typo.yaml", "min_busy: 50", "min_bussy: 50", []string{"balancer.connections.min_bussy: unknown key"}},
+		{"type.yaml", "min_busy: 50", "min_busy: lots", []string{"balancer.connections.min_busy: cannot unmarshal"}},
+		{"unset.yaml", "${TETHER_REDIS_URL}", "${TETHER_CHECK_TEST_UNSET}", []string{"store.redis.url: environment variable TETHER_CHECK_TEST_UNSET is not set"}},
+		{"bad-ref.yaml", "${TETHER_REDIS_URL}", "${TETHER_REDIS_URL:?set it}", []string{"store.redis.url: config: bad reference"}},
+		{"short-secret.yaml", "hmac_secret: ${AIRCON_TOKEN_SECRET}", "hmac_secret: short", []string{"services.aircon.keys[0]: hmac_secret: 5 bytes"}},
+		{"seed-node.yaml", "paid: [node-1]", "paid: [node-9]", []string{"seed.services.vacuum.tiers.paid[0]: unknown node \"node-9\""}},
+		{"seed-keyless.yaml", "    aircon:\n      default_tier: free", "    tv:\n      default_tier: free", []string{"seed.services.tv: service \"tv\" has no keys"}},
+		{"registration-keyless.yaml", "directory:\n", "directory:\n  registration_secrets: {fridge: fridge-registration-secret}\n", []string{"directory.registration_secrets.fridge: service \"fridge\" has no keys"}},
+		{"heartbeats.yaml", "directory:\n", "directory:\n  heartbeat_interval: 3s\n", []string{"directory.heartbeat_interval: 3s differs from node.heartbeat_interval 2s"}},
+		{"node.yaml", "  listen: \":18080\"", "  listen: \":18080\"\n  ping_interval: 30s\n  ping_timeout: 10s", []string{"node.ping_timeout"}},
+		{"redis.yaml", "url: ${TETHER_REDIS_URL}", "url: http://redis", []string{"store.redis.url"}},
+		{"several.yaml", "  listen: \":18080\"", "  lisen: \":18080\"\n  capacity: lots\n  class: ${TETHER_CHECK_TEST_UNSET}", []string{"3 problems", "node.lisen", "node.capacity", "node.class"}},
+	} {
+		text := strings.Replace(string(good), tc.from, tc.to, 1)
+		if text == string(good) {
+			t.Fatalf("%s: %q is not in compose.yaml", tc.name, tc.from)
+		}
+		code, out, errOut := check(tc.name, text)
+		if code != 1 || !strings.HasPrefix(errOut, filepath.Join(dir, tc.name)+": ") {
+			t.Errorf("%s: exit %d, want 1\nstdout %s\nstderr %s", tc.name, code, out, errOut)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%s: stderr does not name %q:\n%s", tc.name, w, errOut)
+			}
+		}
+	}
+	// Notes are not problems.
+	code, out, errOut = check("notes.yaml", strings.Replace(string(good), "paid: {class: high-spec,", "gold: {class: low-spec,", 1))
+	if code != 0 || !strings.Contains(out, "note: balancer.tiers.gold: no seeded service has a tier") || !strings.Contains(out, `note: balancer.tiers.gold.class: no seeded node has class "low-spec"`) {
+		t.Errorf("notes: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if code, _, errOut := tether(t, nil, "check", "--config", filepath.Join(dir, "missing.yaml")); code != 1 || !strings.Contains(errOut, "missing.yaml") {
+		t.Errorf("missing file: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := tether(t, nil, "check"); code != 2 || !strings.Contains(errOut, "--config is required") {
+		t.Errorf("no --config: exit %d: %s", code, errOut)
+	}
+}
+
+func TestHealthcheck(t *testing.T) {
+	status := http.StatusOK
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-block
+			return
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"status":%q}`, http.StatusText(status))
+	}))
+	defer srv.Close()
+	defer close(block)
+
+	code, out, errOut := tether(t, nil, "healthcheck", srv.URL+"/healthz")
+	if code != 0 || errOut != "" || out != srv.URL+`/healthz: 200 OK {"status":"OK"}`+"\n" {
+		t.Fatalf("200: exit %d\nstdout %q\nstderr %s", code, out, errOut)
+	}
+	status = http.StatusServiceUnavailable
+	code, out, errOut = tether(t, nil, "healthcheck", "--timeout", "2s", srv.URL+"/healthz")
+	if code != 1 || out != "" || !strings.Contains(errOut, "503 Service Unavailable") {
+		t.Fatalf("503: exit %d\nstdout %q\nstderr %s", code, out, errOut)
+	}
+	code, _, errOut = tether(t, nil, "healthcheck", srv.URL+"/slow", "--timeout", "200ms")
+	if code != 1 || !strings.Contains(errOut, "no answer within 200ms") {
+		t.Fatalf("slow: exit %d: %s", code, errOut)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String() + "/healthz"
+	_ = l.Close()
+	if code, _, errOut = tether(t, nil, "healthcheck", closed); code != 1 || !strings.Contains(errOut, "refused") {
+		t.Fatalf("nothing listening: exit %d: %s", code, errOut)
+	}
+	for _, args := range [][]string{{}, {"127.0.0.1:8080/healthz"}, {"ftp://x/y"}, {"http://a/healthz", "http://b/healthz"}, {"--timeout", "0s", "http://a/healthz"}} {
+		if code, _, errOut := tether(t, nil, append([]string{"healthcheck"}, args...)...); code != 2 || !strings.Contains(errOut, "Usage: tether healthcheck") {
+			t.Errorf("healthcheck %q: exit %d: %s", args, code, errOut)
 		}
 	}
 }
@@ -233,6 +466,24 @@ func TestPush(t *testing.T) {
 	code, out, errOut = tether(t, env, "push", "--service", "vacuum", "--device", "nobody", "--data", "1")
 	if code != 0 || !strings.Contains(out, `"status": "offline"`) {
 		t.Fatalf("offline: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	// --fail: exit 1 unless acked (sent, with --no-ack), the receipt
+	// printed all the same.
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		status string
+	}{
+		{[]string{"--device", "my-vac", "--fail"}, 0, "acked"},
+		{[]string{"--device", "nobody", "--fail"}, 1, "offline"},
+		{[]string{"--device", "my-vac", "--no-ack", "--fail"}, 0, "sent"},
+		{[]string{"--device", "nobody", "--no-ack", "--fail"}, 1, "offline"},
+	} {
+		code, out, errOut = tether(t, env, append([]string{"push", "--service", "vacuum", "--data", "1"}, tc.args...)...)
+		if code != tc.code || !strings.Contains(out, `"status": "`+tc.status+`"`) || (code == 1) != strings.Contains(errOut, "--fail: receipt "+tc.status) {
+			t.Errorf("push %q: exit %d, want %d\nstdout %s\nstderr %s", tc.args, code, tc.code, out, errOut)
+		}
 	}
 	code, _, errOut = tether(t, env, "push", "--service", "vacuum", "--device", "my-vac", "--data", "@"+filepath.Join(t.TempDir(), "nope"))
 	if code != 1 || !strings.Contains(errOut, "nope") {

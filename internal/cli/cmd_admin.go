@@ -70,8 +70,8 @@ func init() {
 // runAdmin runs `tether admin ARGS...` against a directory's admin API and
 // prints the result to stdout: tables, or JSON with --json. A bad command
 // line prints the usage to stderr and returns errUsage; --help prints it
-// and returns nil. The directory and token come from --url and --token,
-// then $TETHER_DIRECTORY_URL and $TETHER_ADMIN_TOKEN, then a running
+// on stdout and exits 0. The directory and token come from --url and
+// --token, then $TETHER_DIRECTORY_URL and $TETHER_ADMIN_TOKEN, then a running
 // `tether dev` (whose admin token is never sent anywhere else), then
 // http://127.0.0.1:8080.
 func runAdmin(ctx context.Context, io IO, args []string) error {
@@ -95,7 +95,7 @@ func runAdmin(ctx context.Context, io IO, args []string) error {
 	fs.BoolVar(&a.json, "json", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, adminUsage)
+			fmt.Fprint(stdout, adminUsage)
 			return nil
 		}
 		return a.usage("%v", err)
@@ -152,6 +152,10 @@ func (a *adminCmd) parse(fs *flag.FlagSet, args []string, want int, names string
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(a.stdout, adminUsage)
+				return nil, err
+			}
 			return nil, a.usage("%s: %v", fs.Name(), err)
 		}
 		args = fs.Args()

@@ -239,7 +239,7 @@ func TestAdminCommand(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
-	if err := runAdmin(t.Context(), adminIO(&out, &errOut, nil), []string{"--help"}); err != nil || !strings.Contains(errOut.String(), "usage:") {
-		t.Errorf("--help: %v %q", err, errOut.String())
+	if err := runAdmin(t.Context(), adminIO(&out, &errOut, nil), []string{"--help"}); err != nil || !strings.Contains(out.String(), "usage:") || errOut.Len() != 0 {
+		t.Errorf("--help: %v\nstdout %q\nstderr %q", err, out.String(), errOut.String())
 	}
 }

@@ -43,7 +43,7 @@ func runBench(ctx context.Context, io IO, args []string) error {
 	fs := newFlags(io, "bench", "[--connections 15000] [--phase-duration 10s] [--json] [flags]")
 	usage := fs.Usage
 	fs.Usage = func() {
-		fmt.Fprint(io.Stderr, benchHelp+"\n")
+		fmt.Fprint(fs.Output(), benchHelp+"\n")
 		usage()
 	}
 	var c bench.Config

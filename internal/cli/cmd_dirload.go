@@ -42,10 +42,11 @@ docs/performance.md gives the commands and the figures measured.
 
 func runDirload(ctx context.Context, io IO, args []string) error {
 	if len(args) < 1 || (args[0] != "serve" && args[0] != "hit") {
-		fmt.Fprint(io.Stderr, dirloadHelp)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprint(io.Stdout, dirloadHelp)
 			return nil
 		}
+		fmt.Fprint(io.Stderr, dirloadHelp)
 		return errUsage
 	}
 	if args[0] == "serve" {

@@ -36,7 +36,7 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 	fs := newFlags(io, "nats", "[--host 127.0.0.1] [--port 4222] [--http-port 8222] [--cluster-port N --routes URL,...]")
 	usage := fs.Usage
 	fs.Usage = func() {
-		fmt.Fprint(io.Stderr, natsHelp+"\n")
+		fmt.Fprint(fs.Output(), natsHelp+"\n")
 		usage()
 	}
 	host := fs.String("host", "127.0.0.1", "address to listen on, for clients, monitoring and routes")

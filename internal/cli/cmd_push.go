@@ -15,7 +15,7 @@ func init() {
 }
 
 func runPush(ctx context.Context, io IO, args []string) error {
-	fs := newFlags(io, "push", "--service S (--conn ID | --device D | --group G | --all) --data '{...}' [--timeout 5s]")
+	fs := newFlags(io, "push", "--service S (--conn ID | --device D | --group G | --all) --data '{...}' [--timeout 5s] [--fail]")
 	service := fs.String("service", "", "service (required)")
 	conn := fs.String("conn", "", "push to this connection ID")
 	device := fs.String("device", "", "push to every connection of this device")
@@ -26,6 +26,7 @@ func runPush(ctx context.Context, io IO, args []string) error {
 	msgID := fs.String("msg-id", "", "message ID, echoed in the push frame and the receipt")
 	noAck := fs.Bool("no-ack", false, "ask for no acks: the receipt counts the connections written to")
 	waitAll := fs.Bool("wait-all", false, "for --device: wait for every node instead of the first ack")
+	fail := fs.Bool("fail", false, "exit 1 unless the receipt is acked (sent, with --no-ack); the receipt is printed all the same")
 	natsFlag := fs.String("nats", "", "NATS URL (default: $TETHER_NATS_URL, nats.urls of --config, a running tether dev, or nats://127.0.0.1:4222)")
 	cfgPath := fs.String("config", "", "configuration file for NATS credentials and prefix (default: built-in dev configuration)")
 	if err := parse(fs, args); err != nil {
@@ -103,5 +104,12 @@ func runPush(ctx context.Context, io IO, args []string) error {
 	}
 	b, _ := json.MarshalIndent(r, "", "  ")
 	fmt.Fprintln(io.Stdout, string(b))
+	want := appsdk.StatusAcked
+	if *noAck {
+		want = appsdk.StatusSent
+	}
+	if *fail && r.Status != want {
+		return fmt.Errorf("--fail: receipt %s, not %s", r.Status, want)
+	}
 	return nil
 }

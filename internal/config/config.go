@@ -3,7 +3,9 @@
 // unknown key is an error) and Validate's errors name the offending key.
 //
 // ${NAME} in a value is replaced by the environment variable NAME (a
-// missing variable is an error), so secrets need not be written in the file.
+// missing variable is an error), ${NAME:-default} by the variable or, when
+// it is unset or empty, the default; so secrets need not be written in the
+// file. Errors name the key's path (node.ping_interval).
 package config
 
 import (
@@ -14,6 +16,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -90,13 +93,17 @@ func Load(path string) (*File, error) {
 	return Parse(b, path)
 }
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
-
 // Parse parses configuration text; name is used in errors.
 //
-// ${NAME} is replaced inside the parsed values, not in the text: a
-// reference in a comment needs no variable, and a value is taken as is,
-// whatever YAML syntax it holds ('#', ': ', a leading '*', a newline).
+// ${NAME}, ${NAME:-default} and ${NAME-default} are replaced inside the
+// parsed values, not in the text: a reference in a comment needs no
+// variable, and a value is taken as is, whatever YAML syntax it holds ('#',
+// ': ', a leading '*', a newline).
+//
+// Every problem of the file is reported at once, each with the path of its
+// key (node.ping_interval, services.vacuum.keys[0].hmac_secret): unset
+// variables, malformed references, unknown keys and values of the wrong
+// type.
 func Parse(b []byte, name string) (*File, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
@@ -106,11 +113,8 @@ func Parse(b []byte, name string) (*File, error) {
 	if doc.Kind == 0 {
 		return &f, nil // empty, or only comments
 	}
-	var missing []string
-	expandEnv(&doc, &missing)
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("config %s: environment variables not set: %v", name, missing)
-	}
+	keys := indexPaths(&doc)
+	var errs []error
 	// yaml.Node.Decode cannot refuse unknown keys: find them by decoding
 	// the text strictly, keeping only those errors (a "${PORT}" that is no
 	// int yet fails there too, and is checked below once replaced).
@@ -118,44 +122,216 @@ func Parse(b []byte, name string) (*File, error) {
 	dec.KnownFields(true)
 	var te *yaml.TypeError
 	if err := dec.Decode(&File{}); errors.As(err, &te) {
-		var unknown []string
 		for _, e := range te.Errors {
 			if strings.Contains(e, " not found in type ") {
-				unknown = append(unknown, e)
+				errs = append(errs, keys.explain(e))
 			}
 		}
-		if len(unknown) > 0 {
-			return nil, fmt.Errorf("config %s: %w", name, &yaml.TypeError{Errors: unknown})
+	}
+	env := expandEnv(&doc)
+	errs = append(errs, env...)
+	if err := doc.Decode(&f); err != nil {
+		if errors.As(err, &te) {
+			for _, e := range te.Errors {
+				errs = append(errs, indexPaths(&doc).explain(e))
+			}
+		} else {
+			errs = append(errs, err)
 		}
 	}
-	if err := doc.Decode(&f); err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("config %s: %w", name, errors.Join(errs...))
 	}
 	return &f, nil
 }
 
-// expandEnv replaces ${NAME} in every scalar under n by the environment
-// variable NAME, and appends the names of unset ones to missing.
-func expandEnv(n *yaml.Node, missing *[]string) {
-	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
-		v := envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
-			k := m[2 : len(m)-1]
-			v, ok := os.LookupEnv(k)
-			if !ok && !slices.Contains(*missing, k) {
-				*missing = append(*missing, k)
-			}
-			return v
-		})
+// expandEnv replaces the references to environment variables in every
+// scalar of doc, and returns one error per unset variable and per
+// malformed reference, each naming the key.
+func expandEnv(doc *yaml.Node) []error {
+	var errs []error
+	walk(doc, "", func(n *yaml.Node, path string) {
+		if n.Kind != yaml.ScalarNode || !strings.Contains(n.Value, "$") {
+			return
+		}
+		v, missing, err := Expand(n.Value, os.LookupEnv)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %d: %s: %w", n.Line, orTop(path), err))
+			return
+		}
+		for _, k := range missing {
+			errs = append(errs, fmt.Errorf("line %d: %s: environment variable %s is not set", n.Line, orTop(path), k))
+		}
 		if v != n.Value && n.Style == 0 {
 			// A plain scalar: resolve its type from the value, as if it had
 			// been written in the file ("port: ${PORT}" is an int).
 			n.Tag = ""
 		}
 		n.Value = v
+	})
+	return errs
+}
+
+func orTop(path string) string {
+	if path == "" {
+		return "(top level)"
 	}
-	for _, c := range n.Content {
-		expandEnv(c, missing)
+	return path
+}
+
+// ErrBadReference is returned by Expand for a ${...} it does not know.
+var ErrBadReference = errors.New("config: bad reference")
+
+// Expand replaces the references to environment variables in s, as the
+// configuration file's values are expanded:
+//
+//   - ${NAME}: the variable; unset, it is listed in missing.
+//   - ${NAME:-default}: the variable, or default when it is unset or empty.
+//   - ${NAME-default}: the variable, or default when it is unset.
+//   - $${ is a literal ${; a $ not followed by { is itself.
+//
+// NAME is letters, digits and _, not starting with a digit; a default may
+// hold anything but } (no nested references). Any other ${...}, such as
+// ${NAME:?message} or an unclosed ${, is an error wrapping ErrBadReference.
+func Expand(s string, lookup func(string) (string, bool)) (out string, missing []string, err error) {
+	var sb strings.Builder
+	for i := 0; i < len(s); {
+		switch {
+		case strings.HasPrefix(s[i:], "$${"):
+			sb.WriteString("${")
+			i += 3
+			continue
+		case !strings.HasPrefix(s[i:], "${"):
+			sb.WriteByte(s[i])
+			i++
+			continue
+		}
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", nil, fmt.Errorf("%w: %q has no closing }", ErrBadReference, s[i:])
+		}
+		ref := s[i : i+end+1]
+		body := ref[2 : len(ref)-1]
+		name, def, op := body, "", ""
+		if j := strings.IndexFunc(body, func(r rune) bool { return !isNameRune(r) }); j >= 0 {
+			name = body[:j]
+			switch {
+			case strings.HasPrefix(body[j:], ":-"):
+				op, def = ":-", body[j+2:]
+			case strings.HasPrefix(body[j:], "-"):
+				op, def = "-", body[j+1:]
+			default:
+				return "", nil, fmt.Errorf("%w: %q: use ${NAME}, ${NAME:-default} or ${NAME-default} ($${ for a literal ${)", ErrBadReference, ref)
+			}
+		}
+		if !validEnvName(name) {
+			return "", nil, fmt.Errorf("%w: %q: a variable name is letters, digits and _, not starting with a digit", ErrBadReference, ref)
+		}
+		if strings.Contains(def, "${") {
+			return "", nil, fmt.Errorf("%w: %q: a default cannot hold another reference", ErrBadReference, ref)
+		}
+		v, ok := lookup(name)
+		switch {
+		case op == ":-" && (!ok || v == ""), op == "-" && !ok:
+			v = def
+		case !ok && !slices.Contains(missing, name):
+			missing = append(missing, name)
+		}
+		sb.WriteString(v)
+		i += end + 1
 	}
+	return sb.String(), missing, nil
+}
+
+func isNameRune(r rune) bool {
+	return r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+}
+
+func validEnvName(s string) bool {
+	return s != "" && (s[0] < '0' || s[0] > '9') && !strings.ContainsFunc(s, func(r rune) bool { return !isNameRune(r) })
+}
+
+// walk calls fn for every node under n with its key path (node.listen,
+// services.vacuum.keys[0]); a mapping's key nodes get the path of their
+// value. Aliases are not followed: their anchor is walked where it stands.
+func walk(n *yaml.Node, path string, fn func(n *yaml.Node, path string)) {
+	fn(n, path)
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			walk(c, path, fn)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			if k.Value == "<<" { // a merge: its keys belong here
+				p = path
+			}
+			walk(k, p, fn)
+			walk(v, p, fn)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			walk(c, fmt.Sprintf("%s[%d]", path, i), fn)
+		}
+	}
+}
+
+// pathIndex finds the key path of the node a YAML error points at, by
+// line and value.
+type pathIndex map[int][]located
+
+type located struct {
+	value, path string
+}
+
+func indexPaths(doc *yaml.Node) pathIndex {
+	idx := pathIndex{}
+	walk(doc, "", func(n *yaml.Node, path string) {
+		if n.Kind == yaml.ScalarNode && path != "" {
+			idx[n.Line] = append(idx[n.Line], located{value: n.Value, path: path})
+		}
+	})
+	return idx
+}
+
+var (
+	lineRef   = regexp.MustCompile(`^line (\d+): `)
+	unknownRe = regexp.MustCompile(`^line \d+: field (\S+) not found in type (\S+)$`)
+	valueRe   = regexp.MustCompile("cannot unmarshal \\S+ `([^`]*)`")
+)
+
+// explain turns one of yaml's "line N: ..." errors into "line N: KEY.PATH:
+// ...": the key named by an unknown-field error, or the value a type error
+// quotes (yaml shortens long values to their first characters and "...").
+func (idx pathIndex) explain(e string) error {
+	m := lineRef.FindStringSubmatch(e)
+	if m == nil {
+		return errors.New(e)
+	}
+	line, _ := strconv.Atoi(m[1])
+	rest := e[len(m[0]):]
+	if u := unknownRe.FindStringSubmatch(e); u != nil {
+		for _, l := range idx[line] {
+			if l.value == u[1] && strings.HasSuffix(l.path, u[1]) {
+				return fmt.Errorf("line %d: %s: unknown key (%s)", line, l.path, rest)
+			}
+		}
+		return errors.New(e)
+	}
+	if v := valueRe.FindStringSubmatch(e); v != nil {
+		want := strings.TrimSuffix(v[1], "...")
+		for _, l := range idx[line] {
+			if l.value == want || strings.HasSuffix(v[1], "...") && strings.HasPrefix(l.value, want) {
+				return fmt.Errorf("line %d: %s: %s", line, l.path, rest)
+			}
+		}
+	}
+	return errors.New(e)
 }
 
 // Keyring builds the token keyring of every service.

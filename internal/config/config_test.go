@@ -1,10 +1,12 @@
 package config_test
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +20,14 @@ func TestParseStrict(t *testing.T) {
 		name, yaml string
 		want       []string // substrings of the error
 	}{
-		{"unknown top-level key", "nats:\n  prefix: tether\nnodes:\n  id: n1\n", []string{"line 3", "field nodes not found"}},
-		{"unknown nested key", "node:\n  id: n1\n  listen: \":0\"\n  ping_intervall: 5s\n", []string{"line 4", "field ping_intervall not found"}},
-		{"unknown key in a service", "services:\n  vacuum:\n    keys:\n      - id: k\n        secret: x\n", []string{"line 5", "field secret not found"}},
-		{"wrong type", "node:\n  capacity: lots\n", []string{"line 2", "lots"}},
-		{"bad duration", "node:\n  ping_interval: soon\n", []string{"line 2", "soon"}},
+		{"unknown top-level key", "nats:\n  prefix: tether\nnodes:\n  id: n1\n", []string{"line 3: nodes: unknown key", "field nodes not found"}},
+		{"unknown nested key", "node:\n  id: n1\n  listen: \":0\"\n  ping_intervall: 5s\n", []string{"line 4: node.ping_intervall: unknown key", "field ping_intervall not found"}},
+		{"unknown key in a service", "services:\n  vacuum:\n    keys:\n      - id: k\n        secret: x\n", []string{"line 5: services.vacuum.keys[0].secret: unknown key", "field secret not found"}},
+		{"unknown key in a flow map", "balancer:\n  connections: {ratio: 2, min_bussy: 50}\n", []string{"line 2: balancer.connections.min_bussy: unknown key"}},
+		{"wrong type", "node:\n  capacity: lots\n", []string{"line 2: node.capacity:", "lots"}},
+		{"wrong type in a flow map", "balancer:\n  connections: {ratio: 2, min_busy: many}\n", []string{"line 2: balancer.connections.min_busy:", "many"}},
+		{"long wrong value", "node:\n  capacity: twenty-thousand-and-one\n", []string{"line 2: node.capacity:"}},
+		{"bad duration", "node:\n  ping_interval: soon\n", []string{"line 2: node.ping_interval:", "soon"}},
 		{"syntax", "nats:\n  urls: [\n", []string{"line"}},
 		{"tab indentation", "nats:\n\tprefix: x\n", []string{"line 2"}},
 	} {
@@ -38,6 +43,108 @@ func TestParseStrict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestParseAllProblems: a file with several problems gets them all in one
+// error, each with its key's path.
+func TestParseAllProblems(t *testing.T) {
+	yaml := "node:\n  id: ${TETHER_TEST_UNSET_A}\n  capacity: lots\n  lisen: \":1\"\ndirectory:\n  admin_token: \"${TETHER_TEST_BAD:?required}\"\n"
+	_, err := config.Parse([]byte(yaml), "all.yaml")
+	if err == nil {
+		t.Fatal("Parse accepted it")
+	}
+	for _, want := range []string{
+		"config all.yaml: ",
+		"line 4: node.lisen: unknown key",
+		"line 3: node.capacity: cannot unmarshal",
+		"line 2: node.id: environment variable TETHER_TEST_UNSET_A is not set",
+		`line 6: directory.admin_token: config: bad reference: "${TETHER_TEST_BAD:?required}"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestExpand(t *testing.T) {
+	env := map[string]string{"SET": "value", "EMPTY": "", "PORT": "4222"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	for _, tc := range []struct {
+		in, want string
+		missing  []string
+		bad      bool
+	}{
+		{in: "plain", want: "plain"},
+		{in: "${SET}", want: "value"},
+		{in: "a-${SET}-${PORT}-b", want: "a-value-4222-b"},
+		{in: "${EMPTY}", want: ""},
+		{in: "${UNSET}", want: "", missing: []string{"UNSET"}},
+		{in: "${UNSET}${UNSET}${OTHER}", want: "", missing: []string{"UNSET", "OTHER"}},
+		{in: "${SET:-d}", want: "value"},
+		{in: "${EMPTY:-d}", want: "d"},
+		{in: "${UNSET:-d}", want: "d"},
+		{in: "${UNSET:-}", want: ""},
+		{in: "${UNSET:-nats://a:4222,nats://b:4222}", want: "nats://a:4222,nats://b:4222"},
+		{in: "${UNSET:-has $ and :- and -}", want: "has $ and :- and -"},
+		{in: "${SET-d}", want: "value"},
+		{in: "${EMPTY-d}", want: ""},
+		{in: "${UNSET-d}", want: "d"},
+		{in: "$${SET}", want: "${SET}"},
+		{in: "pa$$word $SET $", want: "pa$$word $SET $"},
+		{in: "${UNSET:?required}", bad: true},
+		{in: "${UNSET?required}", bad: true},
+		{in: "${UNSET:=d}", bad: true},
+		{in: "${UNSET:+d}", bad: true},
+		{in: "${SET", bad: true},
+		{in: "${}", bad: true},
+		{in: "${1X}", bad: true},
+		{in: "${X Y}", bad: true},
+		{in: "${UNSET:-${SET}}", bad: true},
+	} {
+		got, missing, err := config.Expand(tc.in, lookup)
+		if tc.bad {
+			if !errors.Is(err, config.ErrBadReference) {
+				t.Errorf("Expand(%q) = %q, %v, %v; want ErrBadReference", tc.in, got, missing, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want || !slices.Equal(missing, tc.missing) {
+			t.Errorf("Expand(%q) = %q, %v, %v; want %q, %v", tc.in, got, missing, err, tc.want, tc.missing)
+		}
+	}
+}
+
+// TestParseEnvDefault: ${NAME:-default} in a file; an unquoted default is
+// typed as if written in the file.
+func TestParseEnvDefault(t *testing.T) {
+	t.Setenv("TETHER_TEST_SET", "node-9")
+	t.Setenv("TETHER_TEST_EMPTY", "")
+	f, err := config.Parse([]byte("node:\n  id: ${TETHER_TEST_SET:-node-1}\n  class: ${TETHER_TEST_EMPTY:-standard}\n  capacity: ${TETHER_TEST_UNSET_CAP:-20000}\n  path: \"${TETHER_TEST_UNSET_PATH-/ws}\"\n"), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Node.ID != "node-9" || f.Node.Class != "standard" || f.Node.Capacity != 20000 || f.Node.Path != "/ws" {
+		t.Fatalf("node = %+v", f.Node)
+	}
+}
+
+func FuzzExpand(f *testing.F) {
+	for _, s := range []string{"${A}", "${A:-b}", "${A-b}", "$${A}", "${A:?x}", "${", "x${A}y${B:-}z", "$$$"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		lookup := func(k string) (string, bool) { return "v", k == "A" }
+		out, _, err := config.Expand(s, lookup)
+		if err != nil {
+			if !errors.Is(err, config.ErrBadReference) {
+				t.Fatalf("Expand(%q): %v does not wrap ErrBadReference", s, err)
+			}
+			return
+		}
+		if !strings.Contains(s, "${") && out != s {
+			t.Fatalf("Expand(%q) = %q: a value without ${ changed", s, out)
+		}
+	})
 }
 
 func TestParseEmpty(t *testing.T) {

@@ -16,10 +16,23 @@ import (
 	"github.com/tetherhq/tether/bus"
 )
 
+// Groups every appliance of the dev fleet joins: one of fleetGroups and
+// fleetAllGroup. The demo apps' group pushes go to these groups only.
+var (
+	fleetGroups   = []string{"dev-floor-1", "dev-floor-2", "dev-floor-3"}
+	fleetAllGroup = "dev-all"
+)
+
 // App is a demo app server for one service: it follows connect and
 // disconnect events, pushes on a schedule (mostly to single connections and
-// devices, sometimes to a group or the whole service) and counts receipts
-// and upstream messages.
+// devices, sometimes to a fleet group, sometimes to the whole fleet) and
+// counts receipts and upstream messages.
+//
+// It pushes only to the appliances the cluster simulates: it keeps the
+// connections of the devices owns accepts, and its group pushes go to the
+// fleet's own groups. A device someone connects to the cluster by hand (or
+// with tether simulate) gets no demo pushes, so it is not flooded with
+// pushes it was never meant to ack, and its silence is not counted lost.
 type App struct {
 	Service string
 	client  *appsdk.Client
@@ -27,12 +40,13 @@ type App struct {
 	rate    int
 	log     *slog.Logger
 	subs    []*appsdk.Subscription
+	owns    func(device string) bool
 
 	mu    sync.Mutex
 	conns map[string]string       // connection ID -> device
 	ids   []string                // connection IDs, for random picks
 	hist  *hdrhistogram.Histogram // conn and device pushes
-	fan   *hdrhistogram.Histogram // group and service pushes
+	fan   *hdrhistogram.Histogram // group pushes
 
 	stopped  chan struct{}
 	done     chan struct{}
@@ -43,7 +57,7 @@ type App struct {
 	Pushes, Acked, Offline, Closed, Lost, Errors, Upstream, Events atomic.Int64
 }
 
-func newApp(nc *nats.Conn, subj bus.Subjects, service string, rate int, log *slog.Logger) (*App, error) {
+func newApp(nc *nats.Conn, subj bus.Subjects, service string, rate int, log *slog.Logger, owns func(device string) bool) (*App, error) {
 	client, err := appsdk.New(nc, appsdk.WithPrefix(subj.Prefix()), appsdk.WithLogger(log))
 	if err != nil {
 		return nil, err
@@ -53,7 +67,7 @@ func newApp(nc *nats.Conn, subj bus.Subjects, service string, rate int, log *slo
 		return nil, err
 	}
 	a := &App{
-		Service: service, client: client, svc: svc, rate: rate, log: log,
+		Service: service, client: client, svc: svc, rate: rate, log: log, owns: owns,
 		conns: map[string]string{}, hist: hdrhistogram.New(1, 60_000_000, 3), fan: hdrhistogram.New(1, 60_000_000, 3),
 		stopped: make(chan struct{}), done: make(chan struct{}), rates: make(chan int, 1),
 	}
@@ -78,6 +92,9 @@ func (a *App) onEvent(ev appsdk.Event) {
 	defer a.mu.Unlock()
 	switch ev.Type {
 	case bus.EventConnected:
+		if !a.owns(ev.Device) {
+			return // not one of the fleet's: pushed to by whoever connected it
+		}
 		if _, ok := a.conns[ev.Conn]; !ok {
 			a.conns[ev.Conn] = ev.Device
 			a.ids = append(a.ids, ev.Conn)
@@ -165,9 +182,9 @@ func (a *App) push(n int, conn, device string) {
 	fanout := n%50 == 0
 	switch {
 	case n%200 == 0:
-		r, err = a.svc.PushAll(ctx, data)
+		r, err = a.svc.PushGroup(ctx, fleetAllGroup, data)
 	case fanout:
-		r, err = a.svc.PushGroup(ctx, fmt.Sprintf("floor-%d", n/50%3+1), data)
+		r, err = a.svc.PushGroup(ctx, fleetGroups[n/50%len(fleetGroups)], data)
 	case n%4 == 0:
 		r, err = a.svc.PushDevice(ctx, device, data)
 	default:
@@ -209,7 +226,7 @@ func (a *App) push(n int, conn, device string) {
 }
 
 // histograms return copies of the latency histograms (microseconds) of
-// conn and device pushes, and of group and service pushes.
+// conn and device pushes, and of group pushes.
 func (a *App) histograms() (unicast, fanout *hdrhistogram.Histogram) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -120,6 +120,7 @@ type Cluster struct {
 	balProc    *process.Balancer
 	hotMu      sync.Mutex
 	hotFleet   *simulator.Fleet
+	owned      sync.Map // service + "/" + device -> struct{}: the fleets' devices
 	conns      []*nats.Conn
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -233,7 +234,10 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		if err != nil {
 			return nil, err
 		}
-		app, err := newApp(anc, c.subj, svc, o.PushRate, o.Log)
+		app, err := newApp(anc, c.subj, svc, o.PushRate, o.Log, func(device string) bool {
+			_, ok := c.owned.Load(svc + "/" + device)
+			return ok
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -320,11 +324,14 @@ func (c *Cluster) fleet(n int, services []string, id func(service string, i int)
 			if paid[device] {
 				tier = "paid"
 			}
-			group := "floor-1"
+			group := fleetGroups[0]
 			if n, err := strconv.Atoi(device[max(len(device)-4, 0):]); err == nil {
-				group = "floor-" + strconv.Itoa(n%3+1)
+				group = fleetGroups[n%len(fleetGroups)]
 			}
-			return c.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: []string{group}, TTL: 24 * time.Hour})
+			// A device is the fleet's once the cluster has issued its
+			// token, before it connects: the demo apps push to it alone.
+			c.owned.Store(service+"/"+device, struct{}{})
+			return c.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: []string{group, fleetAllGroup}, TTL: 24 * time.Hour})
 		},
 		UpstreamEvery: up,
 		MinBackoff:    50 * time.Millisecond,

@@ -30,8 +30,9 @@ type Summary struct {
 	P50MS float64 `json:"p50_ms"`
 	P99MS float64 `json:"p99_ms"`
 	MaxMS float64 `json:"max_ms"`
-	// FanoutP99MS is the same for group and service pushes, whose receipts
-	// wait for every node (at least the SDK's settle window).
+	// FanoutP99MS is the same for group pushes (to a third of the fleet,
+	// or all of it), whose receipts wait for every node (at least the
+	// SDK's settle window).
 	FanoutP99MS float64 `json:"fanout_p99_ms"`
 	// PushesPerS is the push rate over the whole run.
 	PushesPerS float64 `json:"pushes_per_s"`

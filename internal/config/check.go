@@ -1,0 +1,175 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tetherhq/tether/token"
+)
+
+// Check validates every section of a parsed file, as `tether check` does,
+// without starting anything: the sections each command checks at start
+// (nats, services, node, directory with the merged registration secrets,
+// balancer, store.redis, seed), and the references between sections.
+// Every problem is returned, each naming its key's path. Notes are remarks
+// that are not errors, such as a key a command line must supply (node.id
+// is given with --id).
+func (f *File) Check() (problems []error, notes []string) {
+	var add func(err error)
+	add = func(err error) {
+		if err == nil {
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				add(e)
+			}
+			return
+		}
+		problems = append(problems, err)
+	}
+	add(f.NATS.Validate())
+	kr, err := f.Keyring()
+	add(err)
+	if f.Store.Redis != nil {
+		add(f.Store.Redis.Validate())
+	} else {
+		notes = append(notes, "store.redis is not set: tether directory and tether balancer need it; tether node runs without it, unregistered")
+	}
+
+	n := f.Node
+	if n.ID == "" {
+		n.ID = "node-1" // checked as if given with --id
+		notes = append(notes, "node.id is not set: give each tether node its own with --id")
+	}
+	add(n.Validate())
+
+	d := f.Directory
+	secrets := f.RegistrationSecrets()
+	for svc, s := range d.RegistrationSecrets {
+		secrets[svc] = s
+	}
+	d.RegistrationSecrets = secrets
+	add(d.Validate())
+	add(f.Balancer.Validate())
+
+	if kr != nil {
+		names := make([]string, 0, len(secrets))
+		for svc := range secrets {
+			names = append(names, svc)
+		}
+		sort.Strings(names)
+		for _, svc := range names {
+			key := "services." + svc + ".registration_secret"
+			if _, ok := f.Directory.RegistrationSecrets[svc]; ok {
+				key = "directory.registration_secrets." + svc
+			}
+			switch {
+			case !kr.HasService(svc):
+				add(fmt.Errorf("%s: service %q has no keys under services.%s: the directory could not issue its tokens", key, svc, svc))
+			default:
+				if _, err := kr.Issue(svc, "tether-check", token.IssueOptions{TTL: time.Minute}); err != nil {
+					add(fmt.Errorf("%s: the directory could not issue tokens of %q: %w", key, svc, err))
+				}
+			}
+		}
+	}
+
+	if f.Seed != nil {
+		if err := f.Seed.Validate(); err != nil {
+			var errs []error
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			} else {
+				errs = []error{err}
+			}
+			for _, e := range errs {
+				add(fmt.Errorf("seed.%w", e))
+			}
+		}
+		svcs := make([]string, 0, len(f.Seed.Services))
+		for svc := range f.Seed.Services {
+			svcs = append(svcs, svc)
+		}
+		sort.Strings(svcs)
+		for _, svc := range svcs {
+			if kr != nil && !kr.HasService(svc) {
+				add(fmt.Errorf("seed.services.%s: service %q has no keys under services.%s: its devices could not authenticate", svc, svc, svc))
+			}
+		}
+		notes = append(notes, f.balancerReferences()...)
+	}
+
+	// Liveness is judged by each process with its own heartbeat interval.
+	hb := map[string]time.Duration{
+		"node.heartbeat_interval":      f.Node.HeartbeatInterval,
+		"directory.heartbeat_interval": f.Directory.HeartbeatInterval,
+		"balancer.heartbeat_interval":  f.Balancer.HeartbeatInterval,
+	}
+	if hb["balancer.heartbeat_interval"] <= 0 {
+		hb["balancer.heartbeat_interval"] = f.Node.HeartbeatInterval // its default
+	}
+	for k, v := range hb {
+		if v <= 0 {
+			hb[k] = 2 * time.Second
+		}
+	}
+	for _, k := range []string{"directory.heartbeat_interval", "balancer.heartbeat_interval"} {
+		if hb[k] != hb["node.heartbeat_interval"] {
+			add(fmt.Errorf("%s: %v differs from node.heartbeat_interval %v: processes would disagree on which nodes are alive", k, hb[k], hb["node.heartbeat_interval"]))
+		}
+	}
+	return problems, notes
+}
+
+// balancerReferences notes balancer tier policies that match nothing in
+// the seed: a tier no seeded service has, a class no seeded node has. Not
+// errors: tiers and nodes may come later, through tether admin.
+func (f *File) balancerReferences() []string {
+	var notes []string
+	tiers := map[string]bool{}
+	for _, s := range f.Seed.Services {
+		for t := range s.Tiers {
+			tiers[t] = true
+		}
+	}
+	classes := map[string]bool{}
+	for _, n := range f.Seed.Nodes {
+		classes[n.Class] = true
+	}
+	names := make([]string, 0, len(f.Balancer.Tiers))
+	for t := range f.Balancer.Tiers {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	for _, t := range names {
+		if !tiers[t] {
+			known := make([]string, 0, len(tiers))
+			for k := range tiers {
+				known = append(known, k)
+			}
+			slices.Sort(known)
+			notes = append(notes, fmt.Sprintf("balancer.tiers.%s: no seeded service has a tier %q (seeded tiers: %s)", t, t, strings.Join(known, ", ")))
+		}
+		if c := f.Balancer.Tiers[t].Class; c != "" && !classes[c] {
+			notes = append(notes, fmt.Sprintf("balancer.tiers.%s.class: no seeded node has class %q", t, c))
+		}
+	}
+	return notes
+}
+
+// Problems splits an error of Parse or Load into its problems, one per
+// line, without the "config NAME: " prefix.
+func Problems(err error, name string) []string {
+	msg := strings.TrimPrefix(err.Error(), "config "+name+": ")
+	var out []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
