@@ -58,7 +58,7 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 		created, err := n.subs.ref(s)
 		if err != nil {
 			for _, s := range subjects[:i] {
-				n.subs.unref(s)
+				n.subs.unref(s, false)
 			}
 			n.log.Warn("subscribe failed", "conn", c.id, "err", err)
 			c.fail(protocol.CloseInternal, "internal", "the node could not subscribe the connection; reconnect")
@@ -69,7 +69,7 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 	if !c.subState.CompareAndSwap(subNone, subHeld) {
 		// finish ran meanwhile and released nothing: release here.
 		for _, s := range subjects {
-			n.subs.unref(s)
+			n.subs.unref(s, false)
 		}
 		return
 	}
@@ -145,6 +145,8 @@ const (
 	subReleased              // released, or never to be taken
 )
 
+// connSubjects are the subjects c is subscribed to: its device subject
+// first, then the service's and its groups'.
 func (n *Node) connSubjects(c *conn) []string {
 	s := make([]string, 0, 2+len(c.groups))
 	s = append(s, n.subj.Device(c.service, c.device), n.subj.All(c.service))
@@ -168,8 +170,8 @@ func (n *Node) finish(c *conn) {
 	delete(n.pre, c)
 	n.preMu.Unlock()
 	if c.subState.Swap(subReleased) == subHeld {
-		for _, s := range n.connSubjects(c) {
-			n.subs.unref(s)
+		for i, s := range n.connSubjects(c) {
+			n.subs.unref(s, i > 0) // the device's own subject (first) goes at once
 		}
 	}
 	if !c.wasActive {

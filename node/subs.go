@@ -41,9 +41,10 @@ type subEntry struct {
 	gen  uint64 // bumped each time the entry starts lingering
 }
 
-// lingerFor is how long a subscription is kept once its last connection
-// left: pushes that were sent meanwhile, by apps that still expect this
-// node, are answered "offline" instead of going unanswered.
+// lingerFor is how long a group or service subscription is kept once its
+// last connection left: pushes that were sent meanwhile, by apps that
+// still expect this node, are answered "offline" instead of going
+// unanswered.
 const lingerFor = 2 * time.Second
 
 type lingering struct {
@@ -83,9 +84,12 @@ func (s *subs) ref(subject string) (bool, error) {
 	return true, nil
 }
 
-// unref drops a reference on subject; after the last one the subscription
-// lingers for lingerFor (see sweep).
-func (s *subs) unref(subject string) {
+// unref drops a reference on subject. After the last one, the
+// subscription of a group or service subject (linger) is kept for
+// lingerFor (see sweep); any other is removed at once: a device's pushes
+// must not get a stale "offline" from here while it is connected
+// elsewhere.
+func (s *subs) unref(subject string, linger bool) {
 	sh, _ := s.shard(subject)
 	sh.mu.Lock()
 	e := sh.m[subject]
@@ -98,11 +102,25 @@ func (s *subs) unref(subject string) {
 		return
 	}
 	e.gen++
+	if !linger {
+		s.remove(sh, subject, e)
+		sh.mu.Unlock()
+		return
+	}
 	l := lingering{subject: subject, gen: e.gen, until: time.Now().Add(lingerFor).UnixNano()}
 	sh.mu.Unlock()
 	s.lmu.Lock()
 	s.linger = append(s.linger, l)
 	s.lmu.Unlock()
+}
+
+// remove unsubscribes e, keeping count of what it dropped; sh.mu is held.
+func (s *subs) remove(sh *subShard, subject string, e *subEntry) {
+	delete(sh.m, subject)
+	if d, err := e.sub.Dropped(); err == nil && d > 0 {
+		s.retired.Add(int64(d))
+	}
+	_ = e.sub.Unsubscribe()
 }
 
 // sweep unsubscribes the entries that have lingered long enough without
@@ -124,11 +142,7 @@ func (s *subs) sweep(now time.Time) {
 		sh, _ := s.shard(l.subject)
 		sh.mu.Lock()
 		if e := sh.m[l.subject]; e != nil && e.refs == 0 && e.gen == l.gen {
-			delete(sh.m, l.subject)
-			if d, err := e.sub.Dropped(); err == nil && d > 0 {
-				s.retired.Add(int64(d))
-			}
-			_ = e.sub.Unsubscribe()
+			s.remove(sh, l.subject, e)
 		}
 		sh.mu.Unlock()
 	}
