@@ -35,12 +35,12 @@ func TestDevHotService(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := runDev(t, "--redis", url, "--config", cfgFile, "--hot", "vacuum@5s", "--duration", "40s")
+	s, logs := runDevOut(t, "--redis", url, "--config", cfgFile, "--hot", "vacuum@5s", "--duration", "40s")
 	if s.Balancer == nil || s.Balancer.Decisions == 0 || s.Balancer.Moves == 0 || s.Balancer.Leader == "" {
 		t.Fatalf("balancer summary %+v", s.Balancer)
 	}
 	if s.Lost != 0 || s.Errors != 0 || s.Acked == 0 {
-		t.Fatalf("summary %+v", s)
+		t.Fatalf("summary %+v\nlog:\n%s", s, logs)
 	}
 }
 

@@ -26,6 +26,13 @@ var devArgs = []string{"dev", "--duration", "15s", "--json", "--quiet",
 // its JSON summary.
 func runDev(t *testing.T, extra ...string) devcluster.Summary {
 	t.Helper()
+	s, _ := runDevOut(t, extra...)
+	return s
+}
+
+// runDevOut is runDev that also returns what `tether dev` logged.
+func runDevOut(t *testing.T, extra ...string) (devcluster.Summary, string) {
+	t.Helper()
 	cmd := tetherCmd(t, append(append([]string{}, devArgs...), extra...)...)
 	cmd.Env = append(cmd.Env, "TETHER_DEV_STATE="+filepath.Join(t.TempDir(), "dev.json"))
 	var stdout, stderr bytes.Buffer
@@ -56,7 +63,7 @@ func runDev(t *testing.T, extra ...string) devcluster.Summary {
 		}
 	}
 	t.Logf("summary: %s", bytes.TrimSpace(stdout.Bytes()))
-	return s
+	return s, stderr.String()
 }
 
 func TestDev(t *testing.T) {

@@ -170,8 +170,11 @@ func (n *Node) finish(c *conn) {
 	delete(n.pre, c)
 	n.preMu.Unlock()
 	if c.subState.Swap(subReleased) == subHeld {
+		// A replaced connection's device is elsewhere already: its own
+		// subject (the first) goes at once.
+		replaced := c.closeCode == protocol.CloseReplaced
 		for i, s := range n.connSubjects(c) {
-			n.subs.unref(s, i > 0) // the device's own subject (first) goes at once
+			n.subs.unref(s, i > 0 || !replaced)
 		}
 	}
 	if !c.wasActive {

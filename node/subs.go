@@ -41,10 +41,13 @@ type subEntry struct {
 	gen  uint64 // bumped each time the entry starts lingering
 }
 
-// lingerFor is how long a group or service subscription is kept once its
-// last connection left: pushes that were sent meanwhile, by apps that
-// still expect this node, are answered "offline" instead of going
-// unanswered.
+// lingerFor is how long a subscription is kept once its last connection
+// left: pushes that were on their way meanwhile (routed here before the
+// server saw the unsubscribe, or sent by apps that still expect this
+// node) are answered "offline" instead of going unanswered. A device's
+// subject stops lingering as soon as the device connects elsewhere (its
+// takeover arrives), so that it does not answer "offline" beside the
+// node that now holds the device.
 const lingerFor = 2 * time.Second
 
 type lingering struct {
@@ -84,11 +87,9 @@ func (s *subs) ref(subject string) (bool, error) {
 	return true, nil
 }
 
-// unref drops a reference on subject. After the last one, the
-// subscription of a group or service subject (linger) is kept for
-// lingerFor (see sweep); any other is removed at once: a device's pushes
-// must not get a stale "offline" from here while it is connected
-// elsewhere.
+// unref drops a reference on subject. After the last one the
+// subscription lingers for lingerFor (see sweep) when linger is set, and
+// is removed at once otherwise.
 func (s *subs) unref(subject string, linger bool) {
 	sh, _ := s.shard(subject)
 	sh.mu.Lock()
@@ -112,6 +113,17 @@ func (s *subs) unref(subject string, linger bool) {
 	s.lmu.Lock()
 	s.linger = append(s.linger, l)
 	s.lmu.Unlock()
+}
+
+// stopLinger removes subject's subscription now if it only lingers (no
+// connection holds it).
+func (s *subs) stopLinger(subject string) {
+	sh, _ := s.shard(subject)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[subject]; e != nil && e.refs == 0 {
+		s.remove(sh, subject, e)
+	}
 }
 
 // remove unsubscribes e, keeping count of what it dropped; sh.mu is held.

@@ -37,6 +37,9 @@ func (n *Node) onControl(t bus.Target, m *nats.Msg, ctl string) {
 		n.reject(m, bus.ErrCodeBadRequest)
 		return
 	}
+	// The device is connected elsewhere now: a subscription of its
+	// subject that only lingers here goes.
+	n.subs.stopLinger(m.Subject)
 	key := deviceKey(to.Service, to.Device)
 	// First for the connections still authenticating (they check it when
 	// they activate), then for those in the hub: a connection activating

@@ -218,10 +218,10 @@ func (a *App) push(n int, conn, device string) {
 			return
 		}
 		a.Lost.Add(1)
-		a.log.Warn("push not acked", "service", a.Service, "status", r.Status, "delivered", r.Delivered, "acked", r.Acked, "closed", r.Closed)
+		a.log.Warn("push not acked", "service", a.Service, "status", r.Status, "delivered", r.Delivered, "acked", r.Acked, "closed", r.Closed, "nodes", r.Nodes, "missing", r.Missing)
 	default:
 		a.Lost.Add(1)
-		a.log.Warn("push not acked", "service", a.Service, "status", r.Status, "delivered", r.Delivered, "acked", r.Acked)
+		a.log.Warn("push not acked", "service", a.Service, "status", r.Status, "delivered", r.Delivered, "acked", r.Acked, "nodes", r.Nodes, "missing", r.Missing)
 	}
 }
 
