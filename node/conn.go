@@ -53,6 +53,10 @@ type conn struct {
 	accepted int64        // unix nanos
 	lastRead atomic.Int64 // unix nanos of the last bytes read
 	lastPing int64        // unix nanos; touched by the sweeper only
+	// wrote is set by every write to the socket; the sweeper clears it
+	// and keeps the time it saw it in lastWrite (sweeper only).
+	wrote     atomic.Bool
+	lastWrite int64
 
 	// Read side, owned by whoever reads the connection (its poller loop).
 	rs   *readState           // partial input; nil almost always
@@ -137,6 +141,9 @@ func (c *conn) write(frame []byte) sendResult {
 	r, after := c.writeLocked(frame)
 	c.wmu.Unlock()
 	c.afterWrite(after)
+	if r != sendRefused && !c.wrote.Load() {
+		c.wrote.Store(true)
+	}
 	return r
 }
 

@@ -693,6 +693,55 @@ func TestPingTimeoutClosesDeadPeer(t *testing.T) {
 	}
 }
 
+// A device that talks all the time but is sent nothing still gets a ping
+// every ping interval: the node writes something at least that often, so
+// that a device watching the node never takes it for dead.
+func TestNodePingsTalkativeDevice(t *testing.T) {
+	e := testenv.New(t)
+	cfg := testenv.FastConfig("n1")
+	cfg.PingInterval = 200 * time.Millisecond
+	cfg.PingTimeout = 5 * time.Second
+	n1 := e.StartNode(cfg)
+	tok := e.Token("vacuum", "chatty", token.IssueOptions{})
+	c := dialRaw(t, n1.URL(), http.Header{"Authorization": {"Bearer " + tok}})
+	if f, _ := c.next(); f.Type != protocol.TypeWelcome {
+		t.Fatalf("frame = %+v", f)
+	}
+	stop := make(chan struct{})
+	talked := make(chan struct{})
+	go func() { // an upstream message every 20ms: the node always hears from it
+		defer close(talked)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			f := ws.MaskFrameInPlace(ws.NewFrame(ws.OpText, true, []byte(`{"type":"msg","data":1}`)))
+			if ws.WriteFrame(c.nc, f) != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-talked }()
+	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	pings := 0
+	for pings < 3 {
+		h, err := ws.ReadHeader(c.r)
+		if err != nil {
+			t.Fatalf("after %d pings: %v", pings, err)
+		}
+		if _, err := io.CopyN(io.Discard, c.r, h.Length); err != nil {
+			t.Fatal(err)
+		}
+		if h.OpCode == ws.OpPing {
+			pings++
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  node.Config

@@ -60,6 +60,9 @@ func (n *Node) sweepConns(now time.Time, cs []*conn) []*conn {
 				c.fail(protocol.CloseAuthTimeout, protocol.ErrAuthTimeout, "no auth within "+n.cfg.AuthTimeout.String())
 			}
 		case stateActive:
+			if c.wrote.Swap(false) || c.lastWrite == 0 {
+				c.lastWrite = t
+			}
 			last := c.lastRead.Load()
 			switch {
 			case t-last > pingTO:
@@ -67,7 +70,10 @@ func (n *Node) sweepConns(now time.Time, cs []*conn) []*conn {
 				// A close frame, in case the device is alive after all
 				// (it rarely is); the writer drops the socket after it.
 				c.closeWith(protocol.ClosePingTimeout, "ping_timeout")
-			case t-last > pingEvery && t-c.lastPing > pingEvery:
+			case (t-last > pingEvery || t-c.lastWrite > pingEvery) && t-c.lastPing > pingEvery:
+				// Nothing heard from the device, or nothing sent to it,
+				// for a ping interval: the ping asks for a sign of life,
+				// and is one for a device that watches the node.
 				c.lastPing = t
 				c.send(pingFrame)
 			}
