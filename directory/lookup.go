@@ -18,8 +18,8 @@ import (
 // 405 and an Allow header, and unknown paths with a JSON 404.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	handle(mux, "/v1/nodes", methods{http.MethodGet: s.handleNodes})
-	handle(mux, "/v1/map", methods{http.MethodGet: s.handleMap})
+	handle(mux, "/v1/nodes", methods{http.MethodGet: cors(s.handleNodes), http.MethodOptions: preflight})
+	handle(mux, "/v1/map", methods{http.MethodGet: cors(s.handleMap), http.MethodOptions: preflight})
 	handle(mux, "/v1/negotiate", methods{http.MethodPost: s.handleNegotiate})
 	handle(mux, "/healthz", methods{http.MethodGet: s.handleHealth})
 	metricsHandler := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
@@ -40,7 +40,7 @@ type methods map[string]http.HandlerFunc
 
 func handle(mux *http.ServeMux, pattern string, ms methods) {
 	var allow string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions} {
 		if ms[m] != nil {
 			if allow != "" {
 				allow += ", "
@@ -64,6 +64,37 @@ func handle(mux *http.ServeMux, pattern string, ms methods) {
 		}
 		h(w, r)
 	})
+}
+
+// The lookups are public (what any device may ask), so pages of any
+// origin may read them: a browser device asks the directory itself.
+var (
+	hdrAnyOrigin   = []string{"*"}
+	hdrExposed     = []string{"ETag, Cache-Control, Retry-After, Warning, X-Tether-Stale, X-Tether-Stale-Since"}
+	hdrCORSMethods = []string{"GET, HEAD"}
+	hdrCORSHeaders = []string{"If-None-Match"}
+	hdrCORSMaxAge  = []string{"600"}
+)
+
+// cors lets pages of any origin read h's answers.
+func cors(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Origin") != "" {
+			w.Header()["Access-Control-Allow-Origin"] = hdrAnyOrigin
+			w.Header()["Access-Control-Expose-Headers"] = hdrExposed
+		}
+		h(w, r)
+	}
+}
+
+// preflight answers a CORS preflight of a lookup.
+func preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h["Access-Control-Allow-Origin"] = hdrAnyOrigin
+	h["Access-Control-Allow-Methods"] = hdrCORSMethods
+	h["Access-Control-Allow-Headers"] = hdrCORSHeaders
+	h["Access-Control-Max-Age"] = hdrCORSMaxAge
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // bufPool holds answer buffers.

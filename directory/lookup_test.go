@@ -262,3 +262,26 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// Lookups are readable from pages of any origin (a device in a browser
+// asks the directory itself); the admin API is not.
+func TestLookupCORS(t *testing.T) {
+	st := store.NewMemory()
+	seedMap(t, st)
+	base := startDir(t, st, nil, nil).URL()
+	a := do(t, http.MethodOptions, base+"/v1/nodes?service=vacuum", "",
+		"Origin", "https://app.example", "Access-Control-Request-Method", "GET", "Access-Control-Request-Headers", "if-none-match")
+	if a.Status != 204 || a.Header.Get("Access-Control-Allow-Origin") != "*" ||
+		!strings.Contains(a.Header.Get("Access-Control-Allow-Headers"), "If-None-Match") {
+		t.Fatalf("preflight: %d %v", a.Status, a.Header)
+	}
+	for _, path := range []string{"/v1/nodes?service=vacuum", "/v1/map"} {
+		a = get(t, base+path, "Origin", "https://app.example")
+		if a.Status != 200 || a.Header.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(a.Header.Get("Access-Control-Expose-Headers"), "ETag") {
+			t.Errorf("GET %s from a page: %d %v", path, a.Status, a.Header)
+		}
+	}
+	if a = get(t, base+"/v1/admin/map", "Origin", "https://app.example"); a.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("admin API allows other origins: %v", a.Header)
+	}
+}
