@@ -90,9 +90,10 @@ type DeviceConfig struct {
 	// (the directory lookup, the dial or the handshake), with the reason.
 	// Refusals by the node come to OnClose.
 	OnError func(err error)
-	// Gate, when set, is called before each connection attempt and may
-	// block, to pace the attempts (a rate limiter shared by a fleet). An
-	// error from it ends Run with that error.
+	// Gate, when set, is called before each connection attempt (the first
+	// node of a round with its directory lookup, then each further node
+	// tried) and may block, to pace the attempts (a rate limiter shared by
+	// a fleet). An error from it ends Run with that error.
 	Gate func(ctx context.Context) error
 	// OnFrame is called with every other frame (errors, pongs, upstream acks).
 	OnFrame func(f protocol.Frame)
@@ -134,6 +135,19 @@ var (
 	// ErrLeft: Leave ended the device's connection.
 	ErrLeft = errors.New("simulator: the device left")
 )
+
+// DialError is a failed connection to a node (TCP, TLS or the WebSocket
+// handshake), as OnError gets it.
+type DialError struct {
+	URL string
+	Err error
+}
+
+// Error names the node and the reason, without the addresses the system's
+// message carries: "simulator: dial ws://10.0.0.1:18080/ws: connection refused".
+func (e *DialError) Error() string { return "simulator: dial " + e.URL + ": " + endReason(e.Err) }
+
+func (e *DialError) Unwrap() error { return e.Err }
 
 // Device is a simulated appliance: it gets the node list, connects to the
 // first node that takes it, authenticates, acks pushes, sends upstream
@@ -305,6 +319,9 @@ func (d *Device) Run(ctx context.Context) error {
 		if d.leaving.Load() {
 			return ErrLeft
 		}
+		if err := d.gate(ctx); err != nil {
+			return err
+		}
 		t0 := time.Now()
 		nodes, err := d.nodeList(ctx)
 		if err != nil {
@@ -317,14 +334,12 @@ func (d *Device) Run(ctx context.Context) error {
 		}
 		avoid = ""
 		connected := false
-		for _, u := range nodes {
-			if d.cfg.Gate != nil {
-				if err := d.cfg.Gate(ctx); err != nil {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
+		for i, u := range nodes {
+			if i > 0 {
+				if err := d.gate(ctx); err != nil {
 					return err
 				}
+				lookup = 0
 			}
 			res := d.session(ctx, u, lookup)
 			if res.connected {
@@ -392,6 +407,20 @@ type sessionResult struct {
 	fatal     error     // stop for good
 }
 
+// gate waits on the Gate, if any, before a connection attempt.
+func (d *Device) gate(ctx context.Context) error {
+	if d.cfg.Gate == nil {
+		return nil
+	}
+	if err := d.cfg.Gate(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	return nil
+}
+
 // failed reports a failed connection attempt to OnError.
 func (d *Device) failed(err error) {
 	if d.cfg.OnError != nil {
@@ -426,7 +455,7 @@ func (d *Device) session(ctx context.Context, nodeURL string, lookup time.Durati
 	if err != nil {
 		d.log.Debug("dial", "url", nodeURL, "err", err)
 		if ctx.Err() == nil {
-			d.failed(fmt.Errorf("simulator: dial %s: %w", nodeURL, err))
+			d.failed(&DialError{URL: nodeURL, Err: err})
 		}
 		return sessionResult{}
 	}

@@ -96,10 +96,11 @@ type Fleet struct {
 	errs    atomic.Int64
 	ended   atomic.Int64
 
-	mu     sync.Mutex
-	closes map[string]int64 // "<code> <name>: <reason>" -> connections ended so
-	fails  map[string]int64 // failed attempts by reason
-	stops  map[string]int64 // devices that gave up, by reason
+	mu      sync.Mutex
+	closes  map[string]int64 // "<code> <name>: <reason>" -> connections ended so
+	fails   map[string]int64 // failed attempts by reason
+	stops   map[string]int64 // devices that gave up, by reason
+	answers map[string]int64 // pushes answered, by answer (Kinds)
 }
 
 // slot is one device of the fleet and its life.
@@ -124,7 +125,7 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	f := &Fleet{cfg: cfg, closes: map[string]int64{}, fails: map[string]int64{}, stops: map[string]int64{}}
+	f := &Fleet{cfg: cfg, closes: map[string]int64{}, fails: map[string]int64{}, stops: map[string]int64{}, answers: map[string]int64{}}
 	if len(cfg.Kinds) > 0 {
 		return f, f.buildKinds()
 	}
@@ -430,7 +431,11 @@ func (f *Fleet) answer(s *slot, p Push) (string, []byte) {
 		key = string(p.Data)
 	}
 	a := s.kind.Answers
-	switch a.Pick(Unit(f.cfg.Seed, s.m.Index, key)) {
+	answer := a.Pick(Unit(f.cfg.Seed, s.m.Index, key))
+	if !p.NoAck {
+		f.count(f.answers, answer)
+	}
+	switch answer {
 	case AnswerRejected:
 		return AnswerRejected, nil
 	case AnswerSlow:
@@ -522,10 +527,11 @@ type FleetStats struct {
 	// Stopped counts devices that gave up (refused or replaced).
 	Stopped int64
 	// Closes counts ended connections by close code and reason
-	// ("4005 replaced", "1006 normal: EOF"); Failures counts connection
+	// ("4005 replaced", "1006 code_1006: EOF"); Failures counts connection
 	// attempts that failed before a welcome, by reason; StopReasons counts
-	// the devices that gave up, by reason.
-	Closes, Failures, StopReasons map[string]int64
+	// the devices that gave up, by reason; Answers counts the pushes the
+	// devices of Kinds answered, by answer (ok, rejected, slow, never).
+	Closes, Failures, StopReasons, Answers map[string]int64
 }
 
 // Stats returns the fleet's counters.
@@ -543,7 +549,7 @@ func (f *Fleet) Stats() FleetStats {
 		s.Sent += ds.Sent
 	}
 	f.mu.Lock()
-	s.Closes, s.Failures, s.StopReasons = clone(f.closes), clone(f.fails), clone(f.stops)
+	s.Closes, s.Failures, s.StopReasons, s.Answers = clone(f.closes), clone(f.fails), clone(f.stops), clone(f.answers)
 	f.mu.Unlock()
 	return s
 }

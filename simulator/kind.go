@@ -172,7 +172,7 @@ func members(kinds []Kind, prefix string, first, count int) []Member {
 				ID:   fmt.Sprintf("%s%s-%06d", prefix, k.Name, n),
 				Tier: "free",
 			}
-			if paidAt(k.Paid, n) {
+			if PaidAt(k.Paid, n) {
 				m.Tier = "paid"
 			}
 			if len(k.Groups) > 0 {
@@ -185,9 +185,9 @@ func members(kinds []Kind, prefix string, first, count int) []Member {
 	return out
 }
 
-// paidAt reports whether device n (from 1) of a kind with paid share s is
+// PaidAt reports whether device n (from 1) of a kind with paid share s is
 // paid: exactly round-down(n*s) of the first n are, evenly spread.
-func paidAt(s float64, n int) bool {
+func PaidAt(s float64, n int) bool {
 	return int(float64(n)*s) > int(float64(n-1)*s)
 }
 
