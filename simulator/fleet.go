@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -64,6 +65,9 @@ type FleetConfig struct {
 	// DirectoryURL or Nodes, as in DeviceConfig.
 	DirectoryURL string
 	Nodes        []string
+	// HTTPClient is used for every device's directory requests. Default:
+	// each device's own, as in DeviceConfig.
+	HTTPClient *http.Client
 	// ClientIDs sends each device's ID to the directory as its client ID,
 	// so the client map resolves its tier.
 	ClientIDs bool
@@ -212,6 +216,7 @@ func (f *Fleet) deviceConfig(s *slot, minBackoff, maxBackoff time.Duration) Devi
 		DirectoryURL: cfg.DirectoryURL,
 		Nodes:        cfg.Nodes,
 		AuthInFrame:  cfg.AuthInFrame,
+		HTTPClient:   cfg.HTTPClient,
 		MinBackoff:   minBackoff,
 		MaxBackoff:   maxBackoff,
 		Gate:         cfg.Gate,

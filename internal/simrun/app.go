@@ -28,10 +28,10 @@ const (
 
 // app is the app side: it follows the connected events of the services,
 // pushes on the scenario's schedule with appsdk, as an app server would,
-// and accounts for every receipt. Each push carries its sequence number
-// and send time in its message ID ("<seq>.<Unix ns>"), which the devices
-// read: the workers report which pushes they saw, and a push acked by more
-// devices than saw it counts as lost.
+// and accounts for every receipt. Each push carries its sequence number as
+// its message ID and, in its data, its send time ({"seq":N,"t":<Unix ns>});
+// the devices read both: the workers report which pushes they saw, and a
+// push acked by more devices than saw it counts as lost.
 type app struct {
 	s      *Scenario
 	client *appsdk.Client
@@ -45,7 +45,6 @@ type app struct {
 	mu      sync.Mutex
 	conns   map[string]string // device -> its connection ID, from the events
 	streams []*stream
-	seq     uint64
 	recs    map[uint64]*pushRec // sent, not yet checked for loss
 	wg      sync.WaitGroup      // pushes waiting for their receipt
 	stopped bool
@@ -78,6 +77,11 @@ type stream struct {
 	base  float64
 	since time.Time
 	sent  int64
+	// id numbers the stream; n counts its pushes. A push's sequence number
+	// is id<<40 | n: the same push of the same run gets the same number,
+	// whatever the order in which the streams' pushes interleave.
+	id int
+	n  uint64
 }
 
 // ackWatch is a wait for the first acked receipt of a push sent after a
@@ -134,6 +138,7 @@ func newApp(nc *nats.Conn, s *Scenario, log *slog.Logger) (*app, error) {
 			h := fnv.New64a()
 			_, _ = h.Write([]byte(p.Service + "/" + t.name))
 			a.streams = append(a.streams, &stream{
+				id:      len(a.streams) + 1,
 				service: p.Service, target: t.name, rate: t.rate, size: p.PayloadBytes, timeout: p.AckTimeout,
 				rng: rand.New(rand.NewPCG(s.Seed, h.Sum64())),
 			})
@@ -252,8 +257,8 @@ func (a *app) push(st *stream) {
 		a.mu.Unlock()
 		return
 	}
-	a.seq++
-	seq := a.seq
+	st.n++
+	seq := uint64(st.id)<<40 | st.n
 	a.recs[seq] = &pushRec{}
 	a.inflight++
 	target := a.pickLocked(st)
@@ -265,8 +270,8 @@ func (a *app) push(st *stream) {
 	a.mu.Unlock()
 
 	sent := time.Now()
-	id := strconv.FormatUint(seq, 10) + "." + strconv.FormatInt(sent.UnixNano(), 10)
-	data := payload(seq, size)
+	id := strconv.FormatUint(seq, 10)
+	data := payload(seq, sent, size)
 	svc := a.svcs[st.service]
 	kind := st.target
 	go func() {
@@ -313,9 +318,10 @@ func (a *app) pickLocked(st *stream) string {
 	return ""
 }
 
-// payload is a push's data: its sequence number, padded to size bytes.
-func payload(seq uint64, size int) []byte {
-	b := fmt.Appendf(make([]byte, 0, size+24), `{"seq":%d,"pad":"`, seq)
+// payload is a push's data: its sequence number and send time (Unix ns),
+// padded to size bytes.
+func payload(seq uint64, sent time.Time, size int) []byte {
+	b := fmt.Appendf(make([]byte, 0, size+48), `{"seq":%d,"t":%d,"pad":"`, seq, sent.UnixNano())
 	for len(b) < size-2 {
 		b = append(b, 'x')
 	}

@@ -547,7 +547,7 @@ func freePort() (int, error) {
 
 // waitHTTP waits until GET u answers 200, or p exits.
 func waitHTTP(ctx context.Context, u string, limit time.Duration, p *loadgen.Child) error {
-	hc := &http.Client{Timeout: 2 * time.Second}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.Now().Add(limit)
 	var last error
 	for {

@@ -188,7 +188,9 @@ func (r *runner) do(ev *eventRun) error {
 			}()
 			return nil
 		}
-		set(func() { ev.res.Note = fmt.Sprintf("down for %v; recovery: until the simulator's NATS connection is back", e.DownFor) })
+		set(func() {
+			ev.res.Note = fmt.Sprintf("down for %v; recovery: until the simulator's NATS connection is back", e.DownFor)
+		})
 		r.measure(ev, up, func() bool { return r.nc != nil && r.nc.IsConnected() })
 		return nil
 	}
@@ -237,13 +239,16 @@ func directoryFresh(ctx context.Context, base, service string) bool {
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := noKeepAlive.Do(req)
 	if err != nil {
 		return false
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK && resp.Header.Get("X-Tether-Stale") == ""
 }
+
+// noKeepAlive makes one-off requests and keeps no connection.
+var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // eventResults are the events' outcomes, given the workers' summed
 // progress.

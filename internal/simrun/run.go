@@ -73,14 +73,14 @@ var ErrNoDevice = errors.New("simrun: no device connected")
 
 // runner is one run.
 type runner struct {
-	o     Options
-	s     *Scenario
-	log   *slog.Logger
-	procs *loadgen.Group
-	cl    *cluster
-	nc    *nats.Conn
-	app   *app
-	ws    []*workerConn
+	o      Options
+	s      *Scenario
+	log    *slog.Logger
+	procs  *loadgen.Group
+	cl     *cluster
+	nc     *nats.Conn
+	app    *app
+	ws     []*workerConn
 	inProc bool
 	local  bool
 	dirURL string
@@ -545,10 +545,16 @@ loop:
 				r.broadcast(command{Op: opRate, Rate: float64(s.ReconnectRate) / float64(len(r.ws))})
 			}
 			if startApp {
+				// At app.start exactly when it is given, so that a run sends
+				// the same pushes whatever its timing.
+				from := now
+				if s.App.Start > 0 {
+					from = r.t0.Add(s.App.Start)
+				}
 				r.wg.Add(1)
 				go func() {
 					defer r.wg.Done()
-					r.app.run(r.runCtx, time.Now(), r.end)
+					r.app.run(r.runCtx, from, r.end)
 				}()
 			}
 			r.sample(now, t)

@@ -1,15 +1,16 @@
 package simrun
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,8 @@ type worker struct {
 	limiter *rate.Limiter
 	drop    map[uint64]bool
 	pid     int
+	// transport carries the directory requests.
+	transport *http.Transport
 
 	mu            sync.Mutex
 	connectHist   *hdrhistogram.Histogram // delta
@@ -162,6 +165,9 @@ func newWorker(st setup, out *lineWriter, log *slog.Logger) (*worker, error) {
 	for _, s := range st.DropSeqs {
 		w.drop[s] = true
 	}
+	// One transport for the directory requests of every device, closed at
+	// the end (no idle connection outlives the worker's run).
+	w.transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
 	ttl := st.TokenTTL
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
@@ -169,6 +175,7 @@ func newWorker(st setup, out *lineWriter, log *slog.Logger) (*worker, error) {
 	w.fleet, err = simulator.NewFleet(simulator.FleetConfig{
 		Kinds: st.Kinds, Prefix: st.Prefix, First: st.First, Count: st.Count, Seed: st.Seed,
 		DirectoryURL: st.Directory, Nodes: st.Nodes, ClientIDs: st.ClientIDs, SourceIPs: ips,
+		HTTPClient: &http.Client{Timeout: 5 * time.Second, Transport: w.transport},
 		Tokens: func(_ context.Context, m simulator.Member) (string, error) {
 			return kr.Issue(m.Service, m.ID, token.IssueOptions{Tier: m.Tier, Groups: m.Groups, TTL: ttl})
 		},
@@ -218,29 +225,42 @@ func (w *worker) gate(ctx context.Context) error {
 	return nil
 }
 
-// parseMsgID reads the sequence number and send time the app side puts in
-// every push's message ID: "<seq>.<Unix nanoseconds>".
-func parseMsgID(id string) (seq uint64, sent int64, ok bool) {
-	a, b, found := strings.Cut(id, ".")
-	if !found {
+// parsePush reads the sequence number the app side gives every push as
+// its message ID, and the send time it puts in the data ("t":<Unix ns>),
+// without decoding the JSON.
+func parsePush(p simulator.Push) (seq uint64, sent int64, ok bool) {
+	seq, err := strconv.ParseUint(p.MsgID, 10, 64)
+	if err != nil {
 		return 0, 0, false
 	}
-	seq, err1 := strconv.ParseUint(a, 10, 64)
-	sent, err2 := strconv.ParseInt(b, 10, 64)
-	return seq, sent, err1 == nil && err2 == nil
+	i := bytes.Index(p.Data, sentKey)
+	if i < 0 {
+		return seq, 0, true
+	}
+	rest := p.Data[i+len(sentKey):]
+	j := 0
+	for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+		j++
+	}
+	sent, _ = strconv.ParseInt(string(rest[:j]), 10, 64)
+	return seq, sent, true
 }
+
+var sentKey = []byte(`"t":`)
 
 // watch records a push a device received: its latency, its sighting, or a
 // duplicate.
 func (w *worker) watch(m simulator.Member, p simulator.Push) {
-	seq, sent, ok := parseMsgID(p.MsgID)
+	seq, sent, ok := parsePush(p)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.pushes++
 	if !ok {
 		return
 	}
-	recordUS(w.deviceHist, p.Received.Sub(time.Unix(0, sent)))
+	if sent > 0 {
+		recordUS(w.deviceHist, p.Received.Sub(time.Unix(0, sent)))
+	}
 	if w.drop[seq] {
 		return
 	}
@@ -300,6 +320,7 @@ func (w *worker) loop(ctx context.Context, cmds <-chan command) error {
 				w.log.Warn("worker: devices still stopping after 10s")
 			}
 		}
+		w.transport.CloseIdleConnections()
 		return w.send(repFinal, 0)
 	}
 	for {
