@@ -100,6 +100,7 @@ type runner struct {
 	attemptsBySec map[int64]int64
 	rampDone      time.Time
 	appStarted    bool
+	appDone       chan struct{} // closed when the app's schedule is over
 	rateSet       bool
 	timeline      []simreport.Sample
 	prevConnects  int64
@@ -517,6 +518,8 @@ func (r *runner) run(ctx context.Context) *simreport.Report {
 	defer endTimer.Stop()
 	due := r.dueAtStart()
 	rampLimit := r.t0.Add(s.Ramp.Timeout)
+	appCtx, stopApp := context.WithCancel(r.runCtx)
+	defer stopApp()
 	interrupted := false
 loop:
 	for {
@@ -551,10 +554,12 @@ loop:
 				if s.App.Start > 0 {
 					from = r.t0.Add(s.App.Start)
 				}
+				r.appDone = make(chan struct{})
 				r.wg.Add(1)
 				go func() {
 					defer r.wg.Done()
-					r.app.run(r.runCtx, from, r.end)
+					defer close(r.appDone)
+					r.app.run(appCtx, from, r.end)
 				}()
 			}
 			r.sample(now, t)
@@ -565,8 +570,19 @@ loop:
 		}
 	}
 	r.display.stop()
-	// Wind down: no new push; the receipts of those sent; every worker's
-	// report taken after them; the loss check.
+	// Wind down: the pushes due up to the end (all of them, unless the run
+	// was cut short); no new push; the receipts of those sent; every
+	// worker's report taken after them; the loss check.
+	if interrupted || r.runCtx.Err() != nil {
+		stopApp()
+	}
+	if r.appDone != nil {
+		select {
+		case <-r.appDone:
+		case <-time.After(5 * time.Second):
+			stopApp()
+		}
+	}
 	if r.app != nil {
 		r.app.stop(r.maxAckTimeout() + 3*time.Second)
 	}

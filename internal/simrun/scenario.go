@@ -504,7 +504,6 @@ func (s *Scenario) applyDefaults() {
 			}
 		}
 	}
-	slices.SortStableFunc(s.Events, func(a, b Event) int { return int(a.At - b.At) })
 }
 
 // Validate checks the scenario after defaults; every error names its key.
@@ -683,10 +682,15 @@ func (s *Scenario) validateTarget(local, haveNATS bool) error {
 	return errors.Join(errs...)
 }
 
-// Prepare applies the defaults and validates the scenario.
+// Prepare applies the defaults, validates the scenario (errors name the
+// keys as written) and puts the events in time order.
 func (s *Scenario) Prepare() error {
 	s.applyDefaults()
-	return s.Validate()
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	slices.SortStableFunc(s.Events, func(a, b Event) int { return int(a.At - b.At) })
+	return nil
 }
 
 // nodeNames lists the local cluster's nodes: the active ones, the standby
