@@ -34,8 +34,8 @@ appliances of each --service connect and stay connected.
 Where it runs: --directory URL and --nats URL for a cluster of yours (the
 tokens are signed with the keys of --config); with neither, a scenario
 starts a local cluster of real processes (NATS, Redis, the directory, its
-nodes, the balancer) and stops it at the end; without a scenario, a running
-tether dev is used when there is one, else a local cluster.
+nodes, the balancer) and stops it at the end, and a run without a scenario
+uses the running tether dev.
 
 While it runs, a progress bar and a status table go to stderr; at the end
 the report goes to stdout (--json: one JSON object, the text to stderr).
@@ -146,10 +146,12 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	}
 	if *scenarioPath == "" && *dirURL == "" && *natsFlag == "" && len(nodes) == 0 {
 		// The way the README puts it: next to a running tether dev.
-		if st, ok := readDevState(io); ok {
-			o.DirectoryURL, o.NATSURL = st.DirectoryURL, st.NATSURL
-			fmt.Fprintf(io.Stderr, "using the running tether dev (pid %d): directory %s\n", st.PID, st.DirectoryURL)
+		st, ok := readDevState(io)
+		if !ok {
+			return bad("--directory or --nodes is required (no running tether dev found); or give --scenario, which starts a local cluster")
 		}
+		o.DirectoryURL, o.NATSURL = st.DirectoryURL, st.NATSURL
+		fmt.Fprintf(io.Stderr, "using the running tether dev (pid %d): directory %s\n", st.PID, st.DirectoryURL)
 	}
 	if !*quiet {
 		o.Status, o.Terminal = io.Stderr, isTerminal(io.Stderr)

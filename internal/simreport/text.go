@@ -30,7 +30,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  ran %.1fs%s %s, %s; device IDs %s*\n", r.DurationS, status, where, workers, r.IDPrefix)
 
-	ramp := "not all connected within the ramp timeout"
+	ramp := "ramp not complete"
 	if r.RampS != nil {
 		ramp = fmt.Sprintf("ramp %.1fs", *r.RampS)
 	}
