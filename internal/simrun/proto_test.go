@@ -45,7 +45,7 @@ func TestLinesRoundTrip(t *testing.T) {
 func TestDecodeCommandRefuses(t *testing.T) {
 	for _, line := range []string{`{"op":"setup"}`, `{"op":"explode"}`, `{}`} {
 		var c command
-		if err := newLineReader(strings.NewReader(line+"\n")).read(&c); err != nil {
+		if err := newLineReader(strings.NewReader(line + "\n")).read(&c); err != nil {
 			t.Fatal(err)
 		}
 		if decodeCommand(&c) == nil {
