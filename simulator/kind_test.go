@@ -276,7 +276,7 @@ func TestFleetKinds(t *testing.T) {
 	// The same broadcast, twice: the same answers.
 	var results []map[string]int
 	for range 2 {
-		hdr := nats.Header{bus.HeaderMsgID: {"same"}, bus.HeaderTimeout: {"500"}}
+		hdr := nats.Header{bus.HeaderMsgID: {"same"}, bus.HeaderTimeout: {"3000"}}
 		r := push(t, e.NC, e.Subj.All("vacuum"), []byte(`{}`), hdr)
 		if r.Delivered != 10 || r.Results["ok"]+r.Results["rejected"] != 10 || r.Results["ok"] == 0 || r.Results["rejected"] == 0 {
 			t.Fatalf("broadcast receipt %+v", r)
@@ -289,7 +289,7 @@ func TestFleetKinds(t *testing.T) {
 	if r := push(t, e.NC, e.Subj.All("tv"), []byte(`{}`), nbHeader(200)); r.Status != bus.StatusTimeout || r.Delivered != 4 {
 		t.Fatalf("tv never answers, receipt %+v", r)
 	}
-	if r := push(t, e.NC, e.Subj.Group("vacuum", "g2"), []byte(`{}`), nbHeader(500)); r.Delivered != 5 {
+	if r := push(t, e.NC, e.Subj.Group("vacuum", "g2"), []byte(`{}`), nbHeader(3000)); r.Delivered != 5 {
 		t.Fatalf("group g2 receipt %+v", r)
 	}
 	if w := watched.Load(); w < 29 {
