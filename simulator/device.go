@@ -79,7 +79,8 @@ type DeviceConfig struct {
 	// OnClose is called when a connection ends, with the close code the node
 	// sent, or 1006 when the socket just ended (the reason then says why,
 	// "closed by the device" when the device closed it), or 1000 "left"
-	// after Leave.
+	// after Leave, or 1001 "asked to reconnect (<reason>)" when the device
+	// left after the node's reconnect frame.
 	OnClose func(code protocol.CloseCode, reason string)
 	// OnConnected is called after each welcome (after OnWelcome) with the
 	// time the connection took: the directory lookup of its round plus the
@@ -404,6 +405,7 @@ type sessionResult struct {
 	started   time.Time // when the attempt began, its directory lookup included
 	connected bool      // authenticated at least once
 	leave     bool      // the node asked us to go elsewhere
+	moved     string    // the reason of the node's reconnect frame, if any
 	fatal     error     // stop for good
 }
 
@@ -477,8 +479,11 @@ func (d *Device) session(ctx context.Context, nodeURL string, lookup time.Durati
 	_ = nc.SetReadDeadline(time.Now().Add(d.cfg.DialTimeout))
 	res := sessionResult{started: dialStart.Add(-lookup)}
 	code, reason := d.readLoop(nc, r, &res)
-	if d.leaving.Load() {
+	switch {
+	case d.leaving.Load():
 		code, reason = protocol.CloseNormal, "left"
+	case res.moved != "":
+		code, reason = 1001, "asked to reconnect ("+res.moved+")"
 	}
 	d.mu.Lock()
 	if d.nc == nc {
@@ -607,7 +612,7 @@ func (d *Device) readLoop(nc net.Conn, r *bufio.Reader, res *sessionResult) (pro
 		case protocol.TypePush:
 			d.onPush(nc, &f)
 		case protocol.TypeReconnect:
-			res.leave = true
+			res.leave, res.moved = true, f.Reason
 			after := time.Duration(f.AfterMS) * time.Millisecond
 			// Leave after the delay the node asked for; closing the socket
 			// ends this read loop.

@@ -79,6 +79,9 @@ type Report struct {
 	// sequence number); Duplicates pushes a device saw twice.
 	Lost       int64 `json:"lost"`
 	Duplicates int64 `json:"duplicates"`
+	// Unchecked counts broadcasts whose loss could not be checked: devices
+	// of another tool in the same service acked them too.
+	Unchecked int64 `json:"unchecked,omitempty"`
 	// Delivered counts pushes the devices received.
 	Delivered int64 `json:"delivered"`
 	// P50MS, P99MS and P999MS are push-to-receipt latencies of acked

@@ -42,6 +42,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		row(&b, "pushes", "%s (%.1f/s): %s", num(r.Pushes), r.PushesPerS, counts(r.Receipts))
 		row(&b, "acks", "%s", counts(r.Acks))
 		row(&b, "lost", "%s (acked but never seen by a device), duplicates %s, delivered %s", num(r.Lost), num(r.Duplicates), num(r.Delivered))
+		if r.Unchecked > 0 {
+			row(&b, "", "%s broadcasts not checked for loss: other devices of their service (another tool's) acked them too", num(r.Unchecked))
+		}
 		row(&b, "latency", "push to receipt  %s", Latency{P50: r.P50MS, P99: r.P99MS, P999: r.P999MS, Max: r.MaxMS, Count: r.Acked}.text())
 		row(&b, "", "push to device   %s", r.Device.text())
 		if r.Fanout.Count > 0 {
@@ -91,7 +94,14 @@ func (e Event) text() string {
 	if e.Error != "" {
 		return s + ": failed: " + e.Error
 	}
-	s += fmt.Sprintf(": %d affected, %d back", e.Affected, e.Back)
+	switch e.Kind {
+	case "kill_node", "power_cut":
+		s += fmt.Sprintf(": %d affected, %d back", e.Affected, e.Back)
+	default:
+		if e.Affected > 0 {
+			s += fmt.Sprintf(": %d devices concerned", e.Affected)
+		}
+	}
 	if e.RecoveryS != nil {
 		s += fmt.Sprintf(", recovered in %.2fs", *e.RecoveryS)
 	} else {

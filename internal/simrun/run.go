@@ -720,6 +720,7 @@ func (r *runner) report(t report, interrupted bool) *simreport.Report {
 	if r.app != nil {
 		at := r.app.totals()
 		rep.Pushes, rep.Acked, rep.Offline, rep.Timeouts, rep.Lost = at.pushes, at.acked, at.offline, at.timeouts, at.lost
+		rep.Unchecked = at.unchecked
 		rep.Receipts, rep.Acks = at.receipts, at.acks
 		if at.hist.TotalCount() > 0 {
 			l := latency(at.hist)

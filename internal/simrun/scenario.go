@@ -127,7 +127,9 @@ type Appliance struct {
 	Count int `yaml:"count" json:"count"`
 	// Paid is the share of paid-tier devices (0.2 or "20%"). Default 0.
 	Paid Share `yaml:"paid" json:"paid"`
-	// Groups: each device is in one of them, in turn. Default none.
+	// Groups: each device is in one of them, in turn. In tokens and push
+	// subjects each is named under id_prefix ("sim-3f9a-floor-1"), so that
+	// a group push reaches the run's devices only. Default none.
 	Groups []string `yaml:"groups" json:"groups,omitempty"`
 	// Upstream says how often each device sends a message, and how big.
 	Upstream Upstream `yaml:"upstream" json:"upstream"`
@@ -565,7 +567,7 @@ func (s *Scenario) Validate() error {
 			bad(key+".count", "%d: at least 1", a.Count)
 		}
 		for j, g := range a.Groups {
-			if err := protocol.ValidName(g); err != nil {
+			if err := protocol.ValidName(s.groupName(g)); err != nil {
 				bad(fmt.Sprintf("%s.groups[%d]", key, j), "%v", err)
 			}
 		}
@@ -736,12 +738,21 @@ func (s *Scenario) groups(service string) []string {
 	return out
 }
 
+// groupName is the name a group of the scenario has in the devices'
+// tokens and the push subjects: under the run's ID prefix, so that a group
+// push reaches the run's devices only.
+func (s *Scenario) groupName(g string) string { return s.IDPrefix + g }
+
 // kinds converts the appliances into the fleet's kinds.
 func (s *Scenario) kinds() []simulator.Kind {
 	out := make([]simulator.Kind, len(s.Appliances))
 	for i, a := range s.Appliances {
+		groups := make([]string, len(a.Groups))
+		for j, g := range a.Groups {
+			groups[j] = s.groupName(g)
+		}
 		out[i] = simulator.Kind{
-			Name: a.Kind, Service: a.Service, Count: a.Count, Paid: float64(a.Paid), Groups: a.Groups,
+			Name: a.Kind, Service: a.Service, Count: a.Count, Paid: float64(a.Paid), Groups: groups,
 			UpstreamEvery: a.Upstream.Every, UpstreamBytes: a.Upstream.Bytes,
 			SessionLength: a.Session.Length, Offline: a.Session.Offline,
 			MinBackoff: a.Reconnect.MinBackoff, MaxBackoff: a.Reconnect.MaxBackoff,
