@@ -63,9 +63,9 @@ type app struct {
 type pushRec struct {
 	done      bool  // its receipt is in
 	unchecked bool  // a broadcast that other tools' devices acked too
-	acked int64 // devices that acked it
-	seen  int64 // devices that saw it
-	at    int64 // when its receipt came (Unix ns)
+	acked     int64 // devices that acked it
+	seen      int64 // devices that saw it
+	at        int64 // when its receipt came (Unix ns)
 }
 
 // stream is one (service, target) push schedule.
