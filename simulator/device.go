@@ -80,7 +80,9 @@ type DeviceConfig struct {
 	// sent, or 1006 when the socket just ended (the reason then says why,
 	// "closed by the device" when the device closed it), or 1000 "left"
 	// after Leave, or 1001 "asked to reconnect (<reason>)" when the device
-	// left after the node's reconnect frame.
+	// left after the node's reconnect frame. A connection that ended
+	// before its welcome without a close frame from the node goes to
+	// OnError instead, as a DialError ("no welcome: i/o timeout").
 	OnClose func(code protocol.CloseCode, reason string)
 	// OnConnected is called after each welcome (after OnWelcome) with the
 	// time the connection took: the directory lookup of its round plus the
@@ -88,8 +90,9 @@ type DeviceConfig struct {
 	// and backoff are not counted.
 	OnConnected func(w protocol.Frame, took time.Duration)
 	// OnError is called when a connection attempt fails before its welcome
-	// (the directory lookup, the dial or the handshake), with the reason.
-	// Refusals by the node come to OnClose.
+	// (the directory lookup, the dial, the handshake, or no welcome in
+	// time), with the reason. Refusals by the node (a close frame) come to
+	// OnClose.
 	OnError func(err error)
 	// Gate, when set, is called before each connection attempt (the first
 	// node of a round with its directory lookup, then each further node
@@ -491,7 +494,13 @@ func (d *Device) session(ctx context.Context, nodeURL string, lookup time.Durati
 		d.up = make(chan struct{})
 	}
 	d.mu.Unlock()
-	if d.cfg.OnClose != nil {
+	switch {
+	case !res.connected && code == 1006 && ctx.Err() == nil:
+		// No welcome and no word from the node (it did not answer in time,
+		// or the socket ended): a failed attempt, not a connection that
+		// ended.
+		d.failed(&DialError{URL: nodeURL, Err: fmt.Errorf("no welcome: %s", reason)})
+	case d.cfg.OnClose != nil:
 		d.cfg.OnClose(code, reason)
 	}
 	switch code {

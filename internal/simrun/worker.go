@@ -27,6 +27,9 @@ import (
 // fdMargin is the open files a worker needs besides its devices' sockets.
 const fdMargin = 64
 
+// dirConns is the most connections a worker keeps to the directory.
+const dirConns = 32
+
 // RunWorker runs one worker: it reads commands from in and writes reports
 // to out (see proto.go) until it is told to stop, in ends, or ctx ends.
 // `tether simulate-worker` runs it on its standard input and output; the
@@ -166,8 +169,11 @@ func newWorker(st setup, out *lineWriter, log *slog.Logger) (*worker, error) {
 		w.drop[s] = true
 	}
 	// One transport for the directory requests of every device, closed at
-	// the end (no idle connection outlives the worker's run).
-	w.transport = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
+	// the end (no idle connection outlives the worker's run), with a bounded
+	// number of connections: lookups wait their turn on them rather than
+	// open one each, which would run the directory out of open files in a
+	// connection storm.
+	w.transport = &http.Transport{MaxConnsPerHost: dirConns, MaxIdleConnsPerHost: dirConns, IdleConnTimeout: 30 * time.Second}
 	ttl := st.TokenTTL
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
