@@ -331,7 +331,7 @@ func (r *runner) setup(ctx context.Context) error {
 	for i := range n {
 		var w *workerConn
 		if r.inProc {
-			w = startWorkerInProc(r.runCtx, i, r.progress, r.onReport)
+			w = startWorkerInProc(r.runCtx, i, r.onReport)
 		} else {
 			var err error
 			if w, err = startWorkerProc(r.procs, i, o.WorkerLogLevel, r.onReport); err != nil {

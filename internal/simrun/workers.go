@@ -75,7 +75,7 @@ func startWorkerProc(procs *loadgen.Group, i int, logLevel string, onReport func
 }
 
 // startWorkerInProc runs worker i in this process, on pipes.
-func startWorkerInProc(ctx context.Context, i int, logf func(string, ...any), onReport func(*workerConn, *report)) *workerConn {
+func startWorkerInProc(ctx context.Context, i int, onReport func(*workerConn, *report)) *workerConn {
 	cmdR, cmdW := io.Pipe()
 	repR, repW := io.Pipe()
 	w := newWorkerConn(i, cmdW, cmdW.Close, onReport)
@@ -169,6 +169,9 @@ func (w *workerConn) latest() report {
 
 // stop tells the worker to stop, waits for its final report and its end.
 func (w *workerConn) stop(limit time.Duration) error {
+	if w.proc != nil {
+		w.proc.Expect() // it ends once it has sent its final report
+	}
 	_ = w.send(command{Op: opStop})
 	var err error
 	select {
@@ -178,7 +181,6 @@ func (w *workerConn) stop(limit time.Duration) error {
 	}
 	_ = w.closeIn()
 	if w.proc != nil {
-		w.proc.Expect()
 		w.proc.Stop(5 * time.Second)
 	}
 	if w.inProcDone != nil {
