@@ -214,3 +214,19 @@ func TestParseIPRange(t *testing.T) {
 		t.Fatal("isLoopbackURL")
 	}
 }
+
+// No scenario text makes the parser or the checks panic.
+func FuzzParseScenario(f *testing.F) {
+	f.Add([]byte("appliances: [{kind: vacuum, count: 10, paid: 20%}]\nevents: [{at: 1s, kind: power_cut, share: 0.3}]\n"))
+	f.Add([]byte("app: {payload_bytes: 64-1024, pushes: [{service: x, conn: 1}]}\n"))
+	f.Add([]byte("cluster: {assign: {a: [node-1]}}\nappliances: [{kind: a, count: -1, answers: {ok: '90%'}}]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseScenario(b)
+		if err != nil {
+			return
+		}
+		_ = s.Prepare()
+		_ = s.validateTarget(false, false)
+		s.Scale(1000)
+	})
+}
