@@ -5,14 +5,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetherhq/tether/internal/simreport"
 	"github.com/tetherhq/tether/internal/simrun"
+	"github.com/tetherhq/tether/internal/telemetry"
+	"github.com/tetherhq/tether/simulator"
 )
 
 func init() {
@@ -50,7 +54,7 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	fs := newFlags(io, "simulate", "[--scenario FILE] [--duration D] [--json] [--html FILE] [--directory URL --nats URL | --nodes ws://...] [flags]")
 	usage := fs.Usage
 	fs.Usage = func() {
-		fmt.Fprint(io.Stderr, simulateHelp+"\n")
+		fmt.Fprint(fs.Output(), simulateHelp+"\n")
 		usage()
 	}
 	scenarioPath := fs.String("scenario", "", "scenario file (configs/scenarios/*.yaml; docs/simulator.md)")
@@ -72,7 +76,8 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	htmlPath := fs.String("html", "", "also write the report as a self-contained HTML page with charts to this file")
 	quiet := fs.Bool("quiet", false, "no progress bar or status table")
 	verbose := fs.Bool("v", false, "show the child processes' logs")
-	logLevel := fs.String("log-level", "warn", "log level of the simulator and its workers: debug, info, warn, error")
+	setLogDefault(fs, "warn")
+	metricsListen := fs.String("metrics-listen", "", "serve the appliances' Prometheus metrics (tether_simulator_*, summed over the workers) on this address's /metrics while they run")
 	var services stringList
 	fs.Var(&services, "service", "without --scenario: service the appliances use (repeatable; default: every configured service)")
 	if err := parse(fs, args); err != nil {
@@ -91,10 +96,11 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	if *devices <= 0 || *rate <= 0 || *duration < 0 {
 		return bad("--devices and --connect-rate must be positive, --duration 0 or more")
 	}
-	log, err := logger(io.Stderr, *logLevel, false)
+	log, err := commandLogger(fs)
 	if err != nil {
 		return err
 	}
+	logLevel := fs.Lookup("log-level").Value.String()
 
 	var s *simrun.Scenario
 	if *scenarioPath != "" {
@@ -142,7 +148,7 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 
 	o := simrun.Options{
 		Scenario: s, DirectoryURL: *dirURL, NATSURL: *natsFlag, Nodes: nodes, ConfigPath: *cfgPath, TokenTTL: *ttl,
-		UntilCancelled: *scenarioPath == "" && *duration == 0, WorkerLogLevel: *logLevel, Log: log,
+		UntilCancelled: *scenarioPath == "" && *duration == 0, WorkerLogLevel: logLevel, Log: log,
 	}
 	if *scenarioPath == "" && *dirURL == "" && *natsFlag == "" && len(nodes) == 0 {
 		// The way the README puts it: next to a running tether dev.
@@ -158,6 +164,13 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	}
 	if *verbose {
 		o.ChildLogs = io.Stderr
+	}
+	if *metricsListen != "" {
+		stop, err := serveFleetMetrics(io, *metricsListen, &o)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	rep, runErr := simrun.Run(ctx, o)
 	if rep == nil {
@@ -189,6 +202,30 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 		return errors.New("an expectation failed (see expect above)")
 	}
 	return nil
+}
+
+// serveFleetMetrics serves the fleet's tether_simulator_* metrics on
+// addr while the run goes, from the figures its workers report.
+func serveFleetMetrics(io IO, addr string, o *simrun.Options) (func(), error) {
+	var live atomic.Pointer[func() simulator.FleetStats]
+	o.Live = func(stats func() simulator.FleetStats) { live.Store(&stats) }
+	reg := telemetry.NewRegistry("simulator")
+	reg.MustRegister(telemetry.NewFleetCollector(func() []simulator.FleetStats {
+		if f := live.Load(); f != nil {
+			return []simulator.FleetStats{(*f)()}
+		}
+		return nil
+	}))
+	ms, err := telemetry.Serve(addr, reg, slog.Default())
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(io.Stderr, "metrics %s\n", ms.URL())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		ms.Shutdown(sctx)
+	}, nil
 }
 
 // legacyScenario is what the flags of a run without --scenario describe:
@@ -226,11 +263,8 @@ func runSimulateCompare(io IO, args []string) error {
 	// Flags may come after the two files.
 	var files []string
 	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return errUsage
+		if err := parseFlags(fs, args); err != nil {
+			return err
 		}
 		args = fs.Args()
 		if len(args) > 0 {
@@ -239,13 +273,14 @@ func runSimulateCompare(io IO, args []string) error {
 		}
 	}
 	if len(files) != 2 {
-		fmt.Fprintln(io.Stderr, "want two reports: tether simulate compare A.json B.json (written by tether simulate --json)")
+		fmt.Fprintln(fs.Output(), "want two reports: tether simulate compare A.json B.json (written by tether simulate --json)")
 		fs.Usage()
 		return errUsage
 	}
 	th, err := strconv.ParseFloat(strings.TrimSuffix(*threshold, "%"), 64)
 	if err != nil || th <= 0 {
-		fmt.Fprintln(io.Stderr, "--threshold: a percentage, e.g. 10%")
+		fmt.Fprintln(fs.Output(), "--threshold: a percentage, e.g. 10%")
+		fs.Usage()
 		return errUsage
 	}
 	if strings.HasSuffix(*threshold, "%") || th >= 1 {
@@ -271,11 +306,11 @@ func runSimulateCompare(io IO, args []string) error {
 
 func runSimulateWorker(ctx context.Context, io IO, args []string) error {
 	fs := newFlags(io, "simulate-worker", "(started by tether simulate: commands on stdin, reports on stdout)")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	setLogDefault(fs, "warn")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := logger(io.Stderr, *logLevel, false)
+	log, err := commandLogger(fs)
 	if err != nil {
 		return err
 	}

@@ -2,14 +2,19 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetherhq/tether/internal/simreport"
 	"github.com/tetherhq/tether/internal/testenv"
+	"github.com/tetherhq/tether/internal/testutil"
 )
 
 // A node nobody listens on: the run says why nothing connected and exits
@@ -134,5 +139,43 @@ func TestSimulateScenarioErrors(t *testing.T) {
 	code, _, errOut = tether(t, nil, "simulate", "--scenario", p, "--service", "tv")
 	if code != 2 || !strings.Contains(errOut, "with --scenario") {
 		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+}
+
+// --metrics-listen serves the fleet's figures, summed over its workers,
+// while it runs.
+func TestSimulateMetrics(t *testing.T) {
+	e := testenv.New(t)
+	n := e.StartNode(testenv.FastConfig("n1"))
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keys.yaml")
+	if err := os.WriteFile(cfg, []byte("services:\n  vacuum:\n    keys:\n      - id: vacuum-test\n        hmac_secret: "+testenv.Services["vacuum"]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := tether(t, nil, "simulate", "--nodes", n.URL(), "--config", cfg, "--devices", "4", "--duration", "4s", "--quiet", "--metrics-listen", addr)
+		done <- code
+	}()
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), "tether_simulator_connected 4") || !strings.Contains(string(b), "tether_simulator_devices 4") {
+			return fmt.Errorf("metrics:\n%s", b)
+		}
+		return nil
+	})
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }

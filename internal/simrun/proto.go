@@ -127,13 +127,14 @@ type report struct {
 	PID int `json:"pid,omitempty"`
 
 	// Cumulative counters: devices, connected now, ever connected,
-	// welcomes, pushes received, duplicates seen, upstream messages sent,
-	// devices that gave up.
+	// welcomes, pushes received, acks sent, duplicates seen, upstream
+	// messages sent, devices that gave up.
 	Devices       int   `json:"devices"`
 	Connected     int   `json:"connected"`
 	EverConnected int   `json:"ever_connected"`
 	Connects      int64 `json:"connects"`
 	Pushes        int64 `json:"pushes"`
+	Acks          int64 `json:"acks"`
 	Dups          int64 `json:"dups"`
 	Upstream      int64 `json:"upstream"`
 	Stopped       int64 `json:"stopped"`

@@ -22,6 +22,7 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/loadgen"
 	"github.com/tetherhq/tether/internal/simreport"
+	"github.com/tetherhq/tether/simulator"
 )
 
 // Options configure a run.
@@ -66,6 +67,11 @@ type Options struct {
 	// DropSeqs are pushes the devices ack without recording them, so that
 	// they count as lost: for the tests of the loss counter.
 	DropSeqs []uint64
+	// Live, when set, is called once the devices are set up with a function
+	// that returns the fleet's figures so far, summed over the workers (for
+	// a metrics endpoint). The function may be called from any goroutine
+	// until Run returns.
+	Live func(stats func() simulator.FleetStats)
 }
 
 // ErrNoDevice is wrapped by Run's error when no device ever connected.
@@ -159,6 +165,9 @@ func Run(ctx context.Context, o Options) (*simreport.Report, error) {
 	defer r.shutdown()
 	if err := r.setup(ctx); err != nil {
 		return nil, err
+	}
+	if o.Live != nil {
+		o.Live(r.fleetStats)
 	}
 	rep := r.run(ctx)
 	if rep.Connects == 0 && rep.Devices > 0 {
@@ -427,6 +436,7 @@ func (r *runner) sum() report {
 		t.EverConnected += l.EverConnected
 		t.Connects += l.Connects
 		t.Pushes += l.Pushes
+		t.Acks += l.Acks
 		t.Dups += l.Dups
 		t.Upstream += l.Upstream
 		t.Stopped += l.Stopped
@@ -448,6 +458,19 @@ func (r *runner) sum() report {
 		}
 	}
 	return t
+}
+
+// fleetStats are the fleet's figures from the workers' latest reports.
+func (r *runner) fleetStats() simulator.FleetStats {
+	t := r.sum()
+	return simulator.FleetStats{
+		Devices: t.Devices, Connected: t.Connected, Stopped: t.Stopped,
+		DeviceStats: simulator.DeviceStats{
+			Connects: t.Connects, Reconnects: t.Connects - int64(t.EverConnected),
+			Pushes: t.Pushes, Acks: t.Acks, Sent: t.Upstream,
+		},
+		Closes: t.Closes, Failures: t.Failures, StopReasons: t.StopReasons, Answers: t.Answers,
+	}
 }
 
 // broadcast sends c to every worker.
