@@ -79,7 +79,7 @@ func share(n, of int64) *float64 {
 
 var figures = []figure{
 	{"devices", info, false, 0, func(r *Report) *float64 { return f64(float64(r.Devices)) }},
-	{"connected_share", higher, false, 0.0005, func(r *Report) *float64 { return share(int64(r.Connected), int64(r.Devices)) }},
+	{"connected_share", higher, false, 0.001, func(r *Report) *float64 { return share(int64(r.Connected), int64(r.Devices)) }},
 	{"ramp_s", lower, true, 0.5, func(r *Report) *float64 { return r.RampS }},
 	{"connect_p99_ms", lower, true, 2, func(r *Report) *float64 { return r.Connect.P99 }},
 	{"reconnects", lower, true, 10, func(r *Report) *float64 { return f64(float64(r.Reconnects)) }},
