@@ -64,7 +64,7 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	fs.Var(&nodes, "nodes", "fixed node URLs (ws://...), tried in order, instead of asking a directory (repeatable or comma-separated)")
 	devices := fs.Int("devices", 100, "number of appliances (with --scenario: scales the scenario's counts to this total)")
 	prefix := fs.String("id-prefix", "", "prefix of device IDs, as <prefix>-<kind>-<n> (default: sim-<random>, so that they never take over another tool's devices)")
-	rate := fs.Int("connect-rate", 1000, "connection attempts per second during the ramp (with --scenario: overrides ramp.rate)")
+	rate := fs.Int("connect-rate", 1000, "connection attempts per second during the ramp, 0 for no cap (with --scenario: overrides ramp.rate)")
 	upstream := fs.Duration("upstream-every", 0, "without --scenario: each appliance sends telemetry about this often (0: never)")
 	sources := fs.String("source-ips", "", "local source addresses, e.g. 127.0.0.2-127.0.0.254 (default: that range for nodes on this machine); none for none")
 	cfgPath := fs.String("config", "", "configuration file with the services' token keys (default: the built-in dev configuration, which tether dev uses)")
@@ -93,8 +93,11 @@ func runSimulate(ctx context.Context, io IO, args []string) error {
 	if *scenarioPath != "" && (set["service"] || set["upstream-every"]) {
 		return bad("--service and --upstream-every describe the appliances without a scenario; with --scenario, edit its appliances")
 	}
-	if *devices <= 0 || *rate <= 0 || *duration < 0 {
-		return bad("--devices and --connect-rate must be positive, --duration 0 or more")
+	if *devices <= 0 || *rate < 0 || *duration < 0 {
+		return bad("--devices must be positive, --connect-rate and --duration 0 or more")
+	}
+	if *rate == 0 {
+		*rate = noCap
 	}
 	log, err := commandLogger(fs)
 	if err != nil {
@@ -227,6 +230,10 @@ func serveFleetMetrics(io IO, addr string, o *simrun.Options) (func(), error) {
 		ms.Shutdown(sctx)
 	}, nil
 }
+
+// noCap is the connection rate that --connect-rate 0 asks for: as good as
+// none.
+const noCap = 1 << 30
 
 // legacyScenario is what the flags of a run without --scenario describe:
 // n appliances spread round-robin over services, connected until the end.
