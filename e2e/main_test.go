@@ -18,15 +18,26 @@ import (
 
 // The test binary doubles as the tether command: with TETHER_E2E_ARGS set
 // it runs `tether <args>` instead of the tests, so that tests can start
-// real processes of it (and kill them).
+// real processes of it (and kill them). A command that starts processes of
+// its own executable (tether simulate, tether bench) passes their
+// arguments on the command line: TETHER_E2E_SELF, which such a child
+// inherits in place of TETHER_E2E_ARGS, says to run them as tether's.
 func TestMain(m *testing.M) {
 	if args := os.Getenv("TETHER_E2E_ARGS"); args != "" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := cli.Main(ctx, strings.Split(args, "\x1f"), cli.Std())
-		stop()
-		os.Exit(code)
+		_ = os.Unsetenv("TETHER_E2E_ARGS")
+		_ = os.Setenv("TETHER_E2E_SELF", "1")
+		os.Exit(runTether(strings.Split(args, "\x1f")))
+	}
+	if os.Getenv("TETHER_E2E_SELF") != "" {
+		os.Exit(runTether(os.Args[1:]))
 	}
 	os.Exit(m.Run())
+}
+
+func runTether(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return cli.Main(ctx, args, cli.Std())
 }
 
 // tetherCmd returns a command running `tether args...` as a child process.

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,14 @@ type Push struct {
 	NoAck bool
 	// Received is when the frame was read.
 	Received time.Time
+
+	nc net.Conn // the connection it came on, for Device.Ack
 }
+
+// Deferred is a result a PushHandler returns to send no ack now: the
+// handler (or a timer it set) acks later with Device.Ack, or never, and the
+// app's receipt then says timeout.
+const Deferred = "\x00deferred"
 
 // PushHandler handles a push and returns the ack's result ("" means "ok")
 // and optional data (JSON or bytes). It runs on the device's reader
@@ -69,8 +77,28 @@ type DeviceConfig struct {
 	// OnWelcome is called after each successful authentication.
 	OnWelcome func(w protocol.Frame)
 	// OnClose is called when a connection ends, with the close code the node
-	// sent (or 1006 when the socket just ended).
+	// sent, or 1006 when the socket just ended (the reason then says why,
+	// "closed by the device" when the device closed it), or 1000 "left"
+	// after Leave, or 1001 "asked to reconnect (<reason>)" when the device
+	// left after the node's reconnect frame. A connection that ended
+	// before its welcome without a close frame from the node goes to
+	// OnError instead, as a DialError ("no welcome: i/o timeout").
 	OnClose func(code protocol.CloseCode, reason string)
+	// OnConnected is called after each welcome (after OnWelcome) with the
+	// time the connection took: the directory lookup of its round plus the
+	// dial, the WebSocket handshake and the authentication; waits on Gate
+	// and backoff are not counted.
+	OnConnected func(w protocol.Frame, took time.Duration)
+	// OnError is called when a connection attempt fails before its welcome
+	// (the directory lookup, the dial, the handshake, or no welcome in
+	// time), with the reason. Refusals by the node (a close frame) come to
+	// OnClose.
+	OnError func(err error)
+	// Gate, when set, is called before each connection attempt (the first
+	// node of a round with its directory lookup, then each further node
+	// tried) and may block, to pace the attempts (a rate limiter shared by
+	// a fleet). An error from it ends Run with that error.
+	Gate func(ctx context.Context) error
 	// OnFrame is called with every other frame (errors, pongs, upstream acks).
 	OnFrame func(f protocol.Frame)
 	// MinBackoff and MaxBackoff bound the delay between failed rounds over
@@ -108,7 +136,22 @@ var (
 	// ErrTooLarge: the frame is over the max_frame of the node's welcome
 	// (the node would close the connection with 1009).
 	ErrTooLarge = errors.New("simulator: frame over the node's max_frame")
+	// ErrLeft: Leave ended the device's connection.
+	ErrLeft = errors.New("simulator: the device left")
 )
+
+// DialError is a failed connection to a node (TCP, TLS or the WebSocket
+// handshake), as OnError gets it.
+type DialError struct {
+	URL string
+	Err error
+}
+
+// Error names the node and the reason, without the addresses the system's
+// message carries: "simulator: dial ws://10.0.0.1:18080/ws: connection refused".
+func (e *DialError) Error() string { return "simulator: dial " + e.URL + ": " + endReason(e.Err) }
+
+func (e *DialError) Unwrap() error { return e.Err }
 
 // Device is a simulated appliance: it gets the node list, connects to the
 // first node that takes it, authenticates, acks pushes, sends upstream
@@ -132,6 +175,7 @@ type Device struct {
 	connects   atomic.Int64
 	reconnects atomic.Int64
 	sent       atomic.Int64
+	leaving    atomic.Bool // Leave was called: Run returns ErrLeft
 }
 
 // NewDevice returns a device; Run connects it.
@@ -231,6 +275,15 @@ func (d *Device) SendRaw(frame []byte) error {
 	return d.write(nc, frame)
 }
 
+// Leave closes the current connection normally (1000) and makes Run return
+// ErrLeft instead of reconnecting: an appliance switched off. Called while
+// the device is between connections, it makes Run return before the next
+// attempt.
+func (d *Device) Leave() {
+	d.leaving.Store(true)
+	d.Close()
+}
+
 // Close closes the current connection (Run then reconnects, unless its
 // context is done).
 func (d *Device) Close() {
@@ -257,25 +310,42 @@ func (d *Device) writeFrame(nc net.Conn, op ws.OpCode, payload []byte) error {
 }
 
 // Run keeps the device connected until ctx ends. It returns ctx.Err(), or
-// ErrReplaced / ErrRefused when the node said reconnecting will not help.
+// ErrReplaced / ErrRefused when the node said reconnecting will not help,
+// or ErrLeft after Leave. Run may be called again once it has returned.
 func (d *Device) Run(ctx context.Context) error {
+	defer d.leaving.Store(false)
 	backoff := d.cfg.MinBackoff
 	var avoid string // a node that asked us to leave
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if d.leaving.Load() {
+			return ErrLeft
+		}
+		if err := d.gate(ctx); err != nil {
+			return err
+		}
+		t0 := time.Now()
 		nodes, err := d.nodeList(ctx)
 		if err != nil {
 			d.log.Debug("node list", "err", err)
+			d.failed(err)
 		}
+		lookup := time.Since(t0)
 		if avoid != "" && len(nodes) > 1 {
 			nodes = moveLast(nodes, avoid)
 		}
 		avoid = ""
 		connected := false
-		for _, u := range nodes {
-			res := d.session(ctx, u)
+		for i, u := range nodes {
+			if i > 0 {
+				if err := d.gate(ctx); err != nil {
+					return err
+				}
+				lookup = 0
+			}
+			res := d.session(ctx, u, lookup)
 			if res.connected {
 				connected = true
 			}
@@ -284,6 +354,9 @@ func (d *Device) Run(ctx context.Context) error {
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if d.leaving.Load() {
+				return ErrLeft
 			}
 			if res.connected {
 				if res.leave {
@@ -332,18 +405,44 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 type sessionResult struct {
-	connected bool  // authenticated at least once
-	leave     bool  // the node asked us to go elsewhere
-	fatal     error // stop for good
+	started   time.Time // when the attempt began, its directory lookup included
+	connected bool      // authenticated at least once
+	leave     bool      // the node asked us to go elsewhere
+	moved     string    // the reason of the node's reconnect frame, if any
+	fatal     error     // stop for good
 }
 
-// session runs one connection to url until it ends.
-func (d *Device) session(ctx context.Context, nodeURL string) sessionResult {
+// gate waits on the Gate, if any, before a connection attempt.
+func (d *Device) gate(ctx context.Context) error {
+	if d.cfg.Gate == nil {
+		return nil
+	}
+	if err := d.cfg.Gate(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	return nil
+}
+
+// failed reports a failed connection attempt to OnError.
+func (d *Device) failed(err error) {
+	if d.cfg.OnError != nil {
+		d.cfg.OnError(err)
+	}
+}
+
+// session runs one connection to url until it ends; lookup is how long the
+// round's directory lookup took, counted in the connect time.
+func (d *Device) session(ctx context.Context, nodeURL string, lookup time.Duration) sessionResult {
 	tok, err := d.currentToken(ctx)
 	if err != nil {
 		d.log.Debug("token", "err", err)
+		d.failed(fmt.Errorf("simulator: token: %w", err))
 		return sessionResult{}
 	}
+	dialStart := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, d.cfg.DialTimeout)
 	defer cancel()
 	dialer := ws.Dialer{
@@ -360,6 +459,9 @@ func (d *Device) session(ctx context.Context, nodeURL string) sessionResult {
 	nc, br, _, err := dialer.Dial(dctx, nodeURL)
 	if err != nil {
 		d.log.Debug("dial", "url", nodeURL, "err", err)
+		if ctx.Err() == nil {
+			d.failed(&DialError{URL: nodeURL, Err: err})
+		}
 		return sessionResult{}
 	}
 	var r *bufio.Reader
@@ -378,15 +480,27 @@ func (d *Device) session(ctx context.Context, nodeURL string) sessionResult {
 		}
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(d.cfg.DialTimeout))
-	res := sessionResult{}
+	res := sessionResult{started: dialStart.Add(-lookup)}
 	code, reason := d.readLoop(nc, r, &res)
+	switch {
+	case d.leaving.Load():
+		code, reason = protocol.CloseNormal, "left"
+	case res.moved != "":
+		code, reason = 1001, "asked to reconnect ("+res.moved+")"
+	}
 	d.mu.Lock()
 	if d.nc == nc {
 		d.nc = nil
 		d.up = make(chan struct{})
 	}
 	d.mu.Unlock()
-	if d.cfg.OnClose != nil {
+	switch {
+	case !res.connected && code == 1006 && ctx.Err() == nil:
+		// No welcome and no word from the node (it did not answer in time,
+		// or the socket ended): a failed attempt, not a connection that
+		// ended.
+		d.failed(&DialError{URL: nodeURL, Err: fmt.Errorf("no welcome: %s", reason)})
+	case d.cfg.OnClose != nil:
 		d.cfg.OnClose(code, reason)
 	}
 	switch code {
@@ -438,7 +552,7 @@ func (d *Device) readLoop(nc net.Conn, r *bufio.Reader, res *sessionResult) (pro
 		}
 		h, err := ws.ReadHeader(r)
 		if err != nil {
-			return 1006, err.Error()
+			return 1006, endReason(err)
 		}
 		if h.Length > 16<<20 {
 			return 1009, "frame too large"
@@ -453,7 +567,7 @@ func (d *Device) readLoop(nc net.Conn, r *bufio.Reader, res *sessionResult) (pro
 			payload = make([]byte, h.Length)
 		}
 		if _, err := io.ReadFull(r, payload); err != nil {
-			return 1006, err.Error()
+			return 1006, endReason(err)
 		}
 		if h.Masked {
 			ws.Cipher(payload, h.Mask, 0)
@@ -497,10 +611,17 @@ func (d *Device) readLoop(nc net.Conn, r *bufio.Reader, res *sessionResult) (pro
 			if d.cfg.OnWelcome != nil {
 				d.cfg.OnWelcome(f)
 			}
+			if d.cfg.OnConnected != nil {
+				d.cfg.OnConnected(f, time.Since(res.started))
+			}
+			if d.leaving.Load() {
+				// Leave came while this connection was being made.
+				d.Close()
+			}
 		case protocol.TypePush:
 			d.onPush(nc, &f)
 		case protocol.TypeReconnect:
-			res.leave = true
+			res.leave, res.moved = true, f.Reason
 			after := time.Duration(f.AfterMS) * time.Millisecond
 			// Leave after the delay the node asked for; closing the socket
 			// ends this read loop.
@@ -516,13 +637,28 @@ func (d *Device) readLoop(nc net.Conn, r *bufio.Reader, res *sessionResult) (pro
 	}
 }
 
+// endReason says why a socket ended without a close frame, without the
+// addresses an error message carries: "EOF", "connection reset by peer",
+// "i/o timeout", or "closed by the device" when the device closed it
+// (Close, Leave, a cancelled Run).
+func endReason(err error) string {
+	if errors.Is(err, net.ErrClosed) {
+		return "closed by the device"
+	}
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		s = s[i+2:]
+	}
+	return s
+}
+
 func (d *Device) onPush(nc net.Conn, f *protocol.Frame) {
 	d.pushes.Add(1)
 	data, err := f.Payload()
 	if err != nil {
 		d.log.Warn("bad push payload", "err", err)
 	}
-	p := Push{ID: f.ID, MsgID: f.MsgID, Data: data, NoAck: f.NoAck, Received: time.Now()}
+	p := Push{ID: f.ID, MsgID: f.MsgID, Data: data, NoAck: f.NoAck, Received: time.Now(), nc: nc}
 	result, out := "ok", []byte(nil)
 	if d.cfg.OnPush != nil {
 		if r, o := d.cfg.OnPush(p); r != "" || o != nil {
@@ -532,10 +668,34 @@ func (d *Device) onPush(nc net.Conn, f *protocol.Frame) {
 			out = o
 		}
 	}
-	if f.NoAck {
+	if f.NoAck || result == Deferred {
 		return
 	}
-	ack := protocol.AppendAck(nil, f.ID, result, out)
+	_ = d.ack(nc, f.ID, result, out)
+}
+
+// Ack acks push p (one a PushHandler answered with Deferred) with result
+// ("" means "ok") and optional data, on the connection p came on. It
+// returns ErrNotConnected when that connection has ended: the node has
+// forgotten the push, and the app's receipt says closed or timeout.
+func (d *Device) Ack(p Push, result string, data []byte) error {
+	if p.NoAck {
+		return nil
+	}
+	if result == "" {
+		result = "ok"
+	}
+	d.mu.Lock()
+	current := d.nc
+	d.mu.Unlock()
+	if p.nc == nil || p.nc != current {
+		return ErrNotConnected
+	}
+	return d.ack(p.nc, p.ID, result, data)
+}
+
+func (d *Device) ack(nc net.Conn, id, result string, data []byte) error {
+	ack := protocol.AppendAck(nil, id, result, data)
 	d.mu.Lock()
 	maxFrame := d.welcome.MaxFrame
 	d.mu.Unlock()
@@ -543,11 +703,13 @@ func (d *Device) onPush(nc net.Conn, f *protocol.Frame) {
 		// The node would close the connection: ack without the data, and
 		// say why in the result.
 		d.log.Warn("ack data over the node's max_frame: acked without it", "bytes", len(ack), "max_frame", maxFrame)
-		ack = protocol.AppendAck(nil, f.ID, "ack_too_large", nil)
+		ack = protocol.AppendAck(nil, id, "ack_too_large", nil)
 	}
-	if err := d.write(nc, ack); err == nil {
+	err := d.write(nc, ack)
+	if err == nil {
 		d.acks.Add(1)
 	}
+	return err
 }
 
 // NodesResponse is the directory's answer to GET /v1/nodes.

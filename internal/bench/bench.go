@@ -21,6 +21,7 @@ import (
 
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/internal/config"
+	"github.com/tetherhq/tether/internal/loadgen"
 )
 
 // The bench's service and node.
@@ -46,13 +47,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	if !supported {
-		return nil, errUnsupported
+	if !loadgen.Supported {
+		return nil, loadgen.ErrUnsupported
 	}
 	if err := checkLimits(cfg); err != nil {
 		return nil, err
 	}
 	b := &bench{cfg: cfg, res: newResult(cfg), ev: newEvents(), st: newStatsTracker()}
+	b.procs = loadgen.Group{Command: cfg.Command, Logs: cfg.ChildLogs, OnExit: func(_ *loadgen.Child, err error) { b.fail(err) }}
 	b.res.GoVersion, b.res.GOMAXPROCS, b.res.NumCPU = runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU()
 	start := time.Now()
 	b.res.StartedAt = start.UTC()
@@ -79,7 +81,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // checkLimits refuses a run whose processes would hit the open-file limit.
 func checkLimits(c Config) error {
-	hard, err := hardNoFile()
+	hard, err := loadgen.HardNoFile()
 	if err != nil {
 		return err
 	}
@@ -104,11 +106,10 @@ type bench struct {
 	ctx    context.Context // cancelled with a cause when a child dies
 	cancel context.CancelCauseFunc
 
-	mu       sync.Mutex
-	children []*child
-	natsProc *child
-	nodeProc *child
-	workers  []*child
+	procs    loadgen.Group
+	natsProc *loadgen.Child
+	nodeProc *loadgen.Child
+	workers  []*loadgen.Child
 
 	nc   *nats.Conn
 	subj bus.Subjects
@@ -262,11 +263,11 @@ type cpuSnap struct {
 	busy, total               cpuTime // the whole machine
 }
 
-func readCPU(c *child) cpuTime {
+func readCPU(c *loadgen.Child) cpuTime {
 	if c == nil {
 		return -1
 	}
-	d, err := procCPU(c.pid)
+	d, err := loadgen.ProcCPU(c.PID)
 	if err != nil {
 		return -1
 	}
@@ -282,12 +283,12 @@ func (b *bench) cpu() cpuSnap {
 			s.workers = -1
 		}
 	}
-	if d, err := procCPU(0); err == nil {
+	if d, err := loadgen.ProcCPU(0); err == nil {
 		s.self = cpuTime(d)
 	} else {
 		s.self = -1
 	}
-	if busy, total, err := machineCPU(); err == nil {
+	if busy, total, err := loadgen.MachineCPU(); err == nil {
 		s.busy, s.total = cpuTime(busy), cpuTime(total)
 	} else {
 		s.busy, s.total = -1, -1
@@ -306,25 +307,25 @@ func (b *bench) setup() error {
 	b.subj = bus.MustSubjects("")
 
 	// NATS
-	var fl *firstLine
+	var fl *loadgen.FirstLine
 	natsProc, err := b.startChild("nats", []string{"nats", "--host", "127.0.0.1", "--port", "0", "--http-port", "-1"}, nil,
-		func(logs io.Writer) io.Writer { fl = newFirstLine(logs); return fl })
+		func(logs io.Writer) io.Writer { fl = loadgen.NewFirstLine(logs); return fl })
 	if err != nil {
 		return err
 	}
 	b.natsProc = natsProc
 	var natsURL string
 	select {
-	case natsURL = <-fl.ch:
+	case natsURL = <-fl.Line():
 	case <-time.After(15 * time.Second):
-		return fmt.Errorf("NATS printed no URL within 15s%s", natsProc.logs.tail())
+		return fmt.Errorf("NATS printed no URL within 15s%s", natsProc.Tail())
 	case <-b.ctx.Done():
 		return b.ctxErr()
 	}
 	if !strings.HasPrefix(natsURL, "nats://") {
 		return fmt.Errorf("NATS printed %q, not a nats:// URL", natsURL)
 	}
-	b.progress("NATS %s (pid %d)", natsURL, natsProc.pid)
+	b.progress("NATS %s (pid %d)", natsURL, natsProc.PID)
 	b.nc, err = nats.Connect(natsURL, nats.Name("tether-bench"), nats.MaxReconnects(-1), nats.ReconnectBufSize(64<<20))
 	if err != nil {
 		return fmt.Errorf("connect NATS: %w", err)
@@ -363,13 +364,13 @@ func (b *bench) setup() error {
 	}
 	first, err := b.st.after(b.ctx, time.Time{}, 20*time.Second)
 	if err != nil {
-		return fmt.Errorf("the node published no stats on %s: %w%s", b.subj.NodeStats(NodeID), err, b.nodeProc.logs.tail())
+		return fmt.Errorf("the node published no stats on %s: %w%s", b.subj.NodeStats(NodeID), err, b.nodeProc.Tail())
 	}
 	nodeUp := time.Now()
 	if !strings.HasPrefix(first.URL, "ws://") {
 		return fmt.Errorf("the node's stats give no ws:// URL (%q)", first.URL)
 	}
-	b.progress("node %s %s (pid %d)", NodeID, first.URL, b.nodeProc.pid)
+	b.progress("node %s %s (pid %d)", NodeID, first.URL, b.nodeProc.PID)
 
 	// the workers
 	firsts, counts := split(b.cfg.Connections, b.cfg.Workers)
@@ -398,7 +399,7 @@ func (b *bench) setup() error {
 	if !sleepCtx(b.ctx, time.Until(nodeUp.Add(b.cfg.Warmup))) {
 		return b.ctxErr()
 	}
-	if b.rssBaseKB, err = procRSS(b.nodeProc.pid); err != nil {
+	if b.rssBaseKB, err = loadgen.ProcRSS(b.nodeProc.PID); err != nil {
 		return fmt.Errorf("node RSS: %w", err)
 	}
 	st, err := b.st.after(b.ctx, time.Now(), 10*time.Second)
@@ -433,6 +434,18 @@ func (b *bench) waitWorkers(limit time.Duration) error {
 func (b *bench) workerStats(ctx context.Context) (workerTotals, error) {
 	ws, err := gather(ctx, b.nc, controlSubject(b.run, verbStats), len(b.workers), 10*time.Second)
 	return sumWorkers(ws), err
+}
+
+// startChild starts `tether args...` as a child; extraEnv is added to its
+// environment, and wrapStdout, when not nil, wraps the writer of its
+// standard output. If the child exits before the bench stops it, the bench
+// fails with an error holding the last lines it wrote.
+func (b *bench) startChild(name string, args, extraEnv []string, wrapStdout func(logs io.Writer) io.Writer) (*loadgen.Child, error) {
+	c, err := b.procs.Start(loadgen.Spec{Name: name, Args: args, Env: extraEnv, Stdout: wrapStdout})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return c, nil
 }
 
 // nodeHasFlag reports whether `tether node -h` lists --name.
@@ -488,7 +501,7 @@ func (b *bench) idlePhase(ctx context.Context) error {
 	if !sleepCtx(ctx, b.cfg.Settle) {
 		return ctx.Err()
 	}
-	rss, err := procRSS(b.nodeProc.pid)
+	rss, err := loadgen.ProcRSS(b.nodeProc.PID)
 	if err != nil {
 		return fmt.Errorf("node RSS: %w", err)
 	}
@@ -659,7 +672,7 @@ func (b *bench) shutdown() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.stop(5 * time.Second)
+			w.Stop(5 * time.Second)
 		}()
 	}
 	wg.Wait()
@@ -668,18 +681,13 @@ func (b *bench) shutdown() {
 		grace = 30 * time.Second
 	}
 	if b.nodeProc != nil {
-		b.nodeProc.stop(grace)
+		b.nodeProc.Stop(grace)
 	}
 	if b.natsProc != nil {
-		b.natsProc.stop(5 * time.Second)
+		b.natsProc.Stop(5 * time.Second)
 	}
 	// Anything else started (a failed setup may leave one).
-	b.mu.Lock()
-	rest := b.children
-	b.mu.Unlock()
-	for _, c := range rest {
-		c.stop(time.Second)
-	}
+	b.procs.StopAll(time.Second)
 	if b.dir != "" {
 		_ = os.RemoveAll(b.dir)
 	}

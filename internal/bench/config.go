@@ -5,15 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"time"
-)
 
-// errUnsupported is returned on platforms without what the bench reads.
-var errUnsupported = errors.New("bench: needs Linux (/proc, process groups, RLIMIT_NOFILE)")
+	"github.com/tetherhq/tether/internal/loadgen"
+)
 
 // Phase names, in the order they run.
 const (
@@ -145,7 +143,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	if c.Command == nil {
-		c.Command = selfCommand
+		c.Command = loadgen.SelfCommand
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -185,14 +183,6 @@ func split(n, workers int) (first, count []int) {
 		at += k
 	}
 	return first, count
-}
-
-func selfCommand(args ...string) *exec.Cmd {
-	exe, err := os.Executable()
-	if err != nil {
-		exe = os.Args[0]
-	}
-	return exec.Command(exe, args...)
 }
 
 // joinIPs writes addresses as a comma-separated list.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tetherhq/tether/internal/loadgen"
 	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/token"
 )
@@ -64,7 +65,7 @@ func RunWorker(ctx context.Context, c WorkerConfig) error {
 	if c.Count <= 0 || c.NodeURL == "" || c.NATSURL == "" || c.Run == "" || c.Service == "" {
 		return errors.New("bench: worker needs --count, --node, --nats, --run and --service")
 	}
-	soft, hard, err := raiseNoFile()
+	soft, hard, err := loadgen.RaiseNoFile()
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"os"
@@ -16,8 +16,8 @@ func TestParseStatCPU(t *testing.T) {
 	if _, err := parseStatCPU([]byte("12 (short) S 1 2")); err == nil {
 		t.Error("parseStatCPU accepted a short line")
 	}
-	if _, err := procCPU(0); err != nil {
-		t.Errorf("procCPU(self): %v", err)
+	if _, err := ProcCPU(0); err != nil {
+		t.Errorf("ProcCPU(self): %v", err)
 	}
 }
 
@@ -29,8 +29,8 @@ func TestParseVmRSS(t *testing.T) {
 	if _, err := parseVmRSS([]byte("Name:\tkthread\n")); err == nil {
 		t.Error("parseVmRSS accepted a status without VmRSS")
 	}
-	if rss, err := procRSS(os.Getpid()); err != nil || rss <= 0 {
-		t.Errorf("procRSS(self) = %d, %v", rss, err)
+	if rss, err := ProcRSS(os.Getpid()); err != nil || rss <= 0 {
+		t.Errorf("ProcRSS(self) = %d, %v", rss, err)
 	}
 }
 

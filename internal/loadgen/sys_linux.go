@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"bytes"
@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// supported says whether this platform has what the bench reads (/proc).
-const supported = true
+// Supported says whether this platform has what the package needs (/proc,
+// process groups, RLIMIT_NOFILE).
+const Supported = true
 
 // setChildAttrs puts a child in its own process group (so that a Ctrl-C in
 // the terminal reaches only the orchestrator, which stops the children in
@@ -23,9 +24,9 @@ func setChildAttrs(cmd *exec.Cmd) {
 // signalGroup sends sig to the process group led by pid.
 func signalGroup(pid int, sig syscall.Signal) error { return syscall.Kill(-pid, sig) }
 
-// raiseNoFile raises the soft open-file limit to the hard one and returns
+// RaiseNoFile raises the soft open-file limit to the hard one and returns
 // the limit now in force and the hard limit.
-func raiseNoFile() (soft, hard uint64, err error) {
+func RaiseNoFile() (soft, hard uint64, err error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, 0, fmt.Errorf("getrlimit: %w", err)
@@ -39,8 +40,8 @@ func raiseNoFile() (soft, hard uint64, err error) {
 	return rl.Cur, rl.Max, nil
 }
 
-// hardNoFile returns the hard open-file limit, which children inherit.
-func hardNoFile() (uint64, error) {
+// HardNoFile returns the hard open-file limit, which children inherit.
+func HardNoFile() (uint64, error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, fmt.Errorf("getrlimit: %w", err)
@@ -53,9 +54,9 @@ func hardNoFile() (uint64, error) {
 // needs cgo).
 const clockTick = 10 * time.Millisecond
 
-// procCPU returns the CPU time (user + system, all threads) process pid
+// ProcCPU returns the CPU time (user + system, all threads) process pid
 // has used, from /proc/<pid>/stat. pid 0 means this process.
-func procCPU(pid int) (time.Duration, error) {
+func ProcCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(procPath(pid, "stat"))
 	if err != nil {
 		return 0, err
@@ -69,24 +70,24 @@ func procCPU(pid int) (time.Duration, error) {
 func parseStatCPU(b []byte) (time.Duration, error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("bench: malformed /proc stat")
+		return 0, fmt.Errorf("loadgen: malformed /proc stat")
 	}
 	f := bytes.Fields(b[i+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("bench: short /proc stat (%d fields)", len(f))
+		return 0, fmt.Errorf("loadgen: short /proc stat (%d fields)", len(f))
 	}
 	// f[0] is field 3 (state); utime is field 14, stime field 15.
 	ut, err1 := strconv.ParseInt(string(f[11]), 10, 64)
 	st, err2 := strconv.ParseInt(string(f[12]), 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bench: bad utime/stime in /proc stat")
+		return 0, fmt.Errorf("loadgen: bad utime/stime in /proc stat")
 	}
 	return time.Duration(ut+st) * clockTick, nil
 }
 
-// procRSS returns the resident set size of process pid, in KiB, from
+// ProcRSS returns the resident set size of process pid, in KiB, from
 // VmRSS in /proc/<pid>/status.
-func procRSS(pid int) (int64, error) {
+func ProcRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(procPath(pid, "status"))
 	if err != nil {
 		return 0, err
@@ -106,7 +107,7 @@ func parseVmRSS(b []byte) (int64, error) {
 		}
 		return strconv.ParseInt(string(f[0]), 10, 64)
 	}
-	return 0, fmt.Errorf("bench: no VmRSS in /proc status")
+	return 0, fmt.Errorf("loadgen: no VmRSS in /proc status")
 }
 
 func procPath(pid int, file string) string {
@@ -116,9 +117,9 @@ func procPath(pid int, file string) string {
 	return "/proc/" + strconv.Itoa(pid) + "/" + file
 }
 
-// machineCPU returns the CPU time all CPUs spent busy (user, nice, system,
+// MachineCPU returns the CPU time all CPUs spent busy (user, nice, system,
 // irq, softirq, steal) and in all (busy, idle, iowait), from /proc/stat.
-func machineCPU() (busy, total time.Duration, err error) {
+func MachineCPU() (busy, total time.Duration, err error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, 0, err
@@ -130,12 +131,12 @@ func parseMachineCPU(b []byte) (busy, total time.Duration, err error) {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	f := bytes.Fields(line)
 	if len(f) < 9 || string(f[0]) != "cpu" {
-		return 0, 0, fmt.Errorf("bench: malformed /proc/stat")
+		return 0, 0, fmt.Errorf("loadgen: malformed /proc/stat")
 	}
 	var v [8]int64
 	for i := range v {
 		if v[i], err = strconv.ParseInt(string(f[i+1]), 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("bench: malformed /proc/stat: %w", err)
+			return 0, 0, fmt.Errorf("loadgen: malformed /proc/stat: %w", err)
 		}
 	}
 	// user nice system idle iowait irq softirq steal
