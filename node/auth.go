@@ -43,7 +43,10 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 	c.id = n.cfg.ID + "." + n.boot + strconv.FormatUint(n.connSeq.Add(1), 36)
 	c.service, c.device, c.tier, c.groups = claims.Service, claims.Subject, claims.Tier, claims.Groups
 	c.svcm, c.tierIdx = n.metrics.svcs[c.service], n.metrics.tierIndex(c.tier)
-	c.since = time.Now().UnixNano()
+	// A connection is as old as its socket: an attempt the device gave up
+	// on (no welcome in time) but that the node authenticates late is
+	// older than the attempt that replaced it, and never takes over.
+	c.since = c.accepted
 	if !n.cfg.MultipleConnections {
 		c.authing.Store(true)
 		n.authing.begin(deviceKey(c.service, c.device))

@@ -8,8 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+
+	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/internal/testenv"
 	"github.com/tetherhq/tether/internal/testutil"
+	"github.com/tetherhq/tether/protocol"
 	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/token"
 )
@@ -81,5 +85,35 @@ func TestConcurrentAuthenticationsLeaveOne(t *testing.T) {
 	// replaced counters saw every round.
 	if got := n1.Stats().Replaced + n2.Stats().Replaced; got < rounds {
 		t.Fatalf("%d replacements in %d rounds", got, rounds)
+	}
+}
+
+// An attempt that the device gave up on, authenticated late (its auth
+// frame arrives after the device is connected elsewhere), is the older
+// connection: it gives way, and the live one stays.
+func TestLateAttemptDoesNotTakeOver(t *testing.T) {
+	e := testenv.New(t)
+	n1 := e.StartNode(testenv.FastConfig("n1"))
+	n2 := e.StartNode(testenv.FastConfig("n2"))
+	tok := e.Token("vacuum", "late", token.IssueOptions{})
+	// The first attempt: its socket is open on n1, its auth not sent yet.
+	stale := dialRaw(t, n1.URL(), nil)
+	// The device, meanwhile connected through n2.
+	live, w := e.Device(simulator.DeviceConfig{Service: "vacuum", Token: tok, Nodes: []string{n2.URL()}}, "late")
+	// The stale attempt's auth arrives now.
+	stale.send(ws.OpText, []byte(`{"type":"auth","token":"`+tok+`"}`))
+	f, code := stale.next()
+	for code == 0 && (f.Type == protocol.TypeWelcome || f.Type == protocol.TypeError) {
+		f, code = stale.next()
+	}
+	if code != protocol.CloseReplaced {
+		t.Fatalf("stale attempt: frame %+v, close %d; want close %d", f, code, protocol.CloseReplaced)
+	}
+	if now, ok := live.Welcome(); !ok || now.Conn != w.Conn {
+		t.Fatalf("the live connection %s was replaced (now %+v, connected %v)", w.Conn, now, ok)
+	}
+	r, err := request(t, e.NC, e.Subj.Conn("vacuum", w.Conn), []byte(`1`), nil)
+	if err != nil || r.Status != bus.StatusAcked {
+		t.Fatalf("push to the live connection: %+v, %v", r, err)
 	}
 }
