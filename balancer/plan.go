@@ -134,10 +134,11 @@ func (p *planner) expire(now time.Time) {
 	}
 }
 
-// live reports whether node id heartbeats.
+// live reports whether node id heartbeats, with NATS (a node that lost
+// NATS can take no device).
 func (r *round) live(id string) bool {
 	n, ok := r.m.Nodes[id]
-	return ok && n.Live(r.now, store.DeadAfter(r.p.cfg.HeartbeatInterval))
+	return ok && !n.Load.NATSDown && n.Live(r.now, store.DeadAfter(r.p.cfg.HeartbeatInterval))
 }
 
 // fresh reports whether node id's stats are recent.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetherhq/tether/directory"
 	"github.com/tetherhq/tether/store"
@@ -111,6 +112,13 @@ func TestLookupListsOnlyLiveActiveNodes(t *testing.T) {
 			}
 		}
 		if err := st.SetNodeState(ctx, "f2", store.StateDraining); err != nil {
+			t.Fatal(err)
+		}
+		// A live node that lost NATS takes no device.
+		if err := st.Assign(ctx, "vacuum", "free", "a1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Heartbeat(ctx, "a1", store.Load{NATSDown: true}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		base := startDir(t, st, nil, nil).URL()

@@ -97,7 +97,7 @@ func build(m store.Map, readAt, liveAt time.Time, ttl time.Duration) *snapshot {
 			seen := map[string]bool{}
 			for _, id := range ids {
 				n, ok := m.Nodes[id]
-				if !ok || seen[n.URL] || n.State != store.StateActive || !n.Live(liveAt, ttl) {
+				if !ok || seen[n.URL] || n.State != store.StateActive || n.Load.NATSDown || !n.Live(liveAt, ttl) {
 					continue
 				}
 				seen[n.URL] = true

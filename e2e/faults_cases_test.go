@@ -147,6 +147,19 @@ func TestFaultNATSRestart(t *testing.T) {
 
 	c.stopNATS()
 	down := time.Now()
+	// The nodes tell the registry they lost NATS: directories stop sending
+	// devices to them.
+	natsDown := func(want bool) func() error {
+		return func() error {
+			for _, id := range c.order {
+				rec, err := c.st.Node(context.Background(), id)
+				if err != nil || rec.Load.NATSDown != want {
+					return fmt.Errorf("%s: nats_down %v (%v), want %v", id, rec.Load.NATSDown, err, want)
+				}
+			}
+			return nil
+		}
+	}
 	// A device arriving during the outage.
 	var refusedIn atomic.Int64
 	refused := make(chan protocol.CloseCode, 16)
@@ -177,12 +190,14 @@ func TestFaultNATSRestart(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("device connecting while NATS is down: no answer in 10s")
 	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, natsDown(true))
 	// The outage lasts a second in all.
 	time.Sleep(time.Until(down.Add(time.Second)))
 	c.startNATS(c.natsPort)
 	up := time.Now()
 	recovered := c.untilAllAcked(30 * time.Second)
 	stop()
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, natsDown(false))
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer wcancel()
 	if _, err := late.WaitConnected(wctx); err != nil {

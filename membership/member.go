@@ -204,7 +204,7 @@ func (m *Member) record(state store.NodeState) store.Node {
 }
 
 func (m *Member) load() store.Load {
-	return store.Load{Connections: m.n.Connections(), CPU: m.n.Load()}
+	return store.Load{Connections: m.n.Connections(), CPU: m.n.Load(), NATSDown: !m.n.NATSConnected()}
 }
 
 func (m *Member) setState(s store.NodeState) {
@@ -301,12 +301,20 @@ func (m *Member) loop() {
 	defer flush.Stop()
 	beat := time.NewTicker(m.n.HeartbeatInterval())
 	defer beat.Stop()
+	up := m.n.NATSConnected()
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-flush.C:
 			m.flush()
+			// A node that lost NATS (or got it back) says so at once, so
+			// that directories stop (or start again) sending devices to it.
+			if now := m.n.NATSConnected(); now != up {
+				up = now
+				m.heartbeat()
+				m.mapChanged(bus.ReasonState)
+			}
 		case <-beat.C:
 			m.heartbeat()
 		}

@@ -183,6 +183,10 @@ func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 // Connections returns the number of authenticated connections.
 func (n *Node) Connections() int { return n.hub.count() }
 
+// NATSConnected reports whether the node's NATS connection is up: without
+// it the node refuses new devices and cannot deliver pushes.
+func (n *Node) NATSConnected() bool { return n.nc.IsConnected() }
+
 // Start opens the listener, subscribes and starts the background loops. It
 // returns once the node accepts connections.
 func (n *Node) Start(ctx context.Context) (err error) {

@@ -10,7 +10,7 @@ package store
 //	P{map}:version      string  map version; INCR with every change of nodes, services or assignments
 //	P{map}:epoch        string  the store's epoch (EnsureEpoch): gone when Redis lost its data
 //	P{map}:nodes        hash    node ID -> JSON {"url","state","class","capacity"}
-//	P{map}:beats        hash    node ID -> JSON {"load":{"connections","cpu"},"at"}: last heartbeat
+//	P{map}:beats        hash    node ID -> JSON {"load":{"connections","cpu","nats_down"},"at"}: last heartbeat
 //	P{map}:services     hash    service -> JSON {"name","default_tier","tiers":{tier: [node IDs]}}
 //	P{clients}:data     hash    client ID -> JSON {"id","service","tier"}
 //	P{clients}:ids      zset    client IDs, all scored 0, for paging in ID order

@@ -127,6 +127,10 @@ type Load struct {
 	// CPU is the node process's CPU use over the last heartbeat interval,
 	// as a fraction of the machine's CPUs (0 to 1).
 	CPU float64 `json:"cpu"`
+	// NATSDown is set while the node has lost NATS: it refuses new
+	// devices (4104) and cannot deliver pushes, so directories do not
+	// list it. Its connections stay registered: it is alive.
+	NATSDown bool `json:"nats_down,omitempty"`
 }
 
 // Service is a service's entry in the map: its node IDs per tier.
