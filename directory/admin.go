@@ -116,6 +116,7 @@ func (s *Server) adminRoutes() http.Handler {
 	})
 	handle(mux, "/v1/admin/seed", methods{http.MethodPost: s.adminSeed})
 	handle(mux, "/v1/admin/decisions", methods{http.MethodGet: s.adminDecisions})
+	handle(mux, "/v1/admin/revocations", methods{http.MethodGet: s.adminRevocations, http.MethodPost: s.adminRevoke})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		errorf(w, http.StatusNotFound, CodeNotFound, "no such admin path: "+r.URL.Path)
 	})
@@ -126,6 +127,11 @@ func (s *Server) adminRoutes() http.Handler {
 			errorf(w, http.StatusNotFound, CodeAdminDisabled, "the admin API is disabled: set directory.admin_token")
 			return
 		}
+		now := time.Now()
+		ip, ok := s.lim.guard(w, r, now)
+		if !ok {
+			return
+		}
 		cred, ok := bearer(r)
 		if !ok {
 			unauthorized(w, CodeUnauthorized, "the admin API needs Authorization: Bearer <admin token>")
@@ -133,6 +139,7 @@ func (s *Server) adminRoutes() http.Handler {
 		}
 		got := sha256.Sum256([]byte(cred))
 		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			s.lim.failed(ip, now)
 			errorf(w, http.StatusForbidden, CodeForbidden, "wrong admin token")
 			return
 		}

@@ -173,13 +173,15 @@ func TestRedisKeys(t *testing.T) {
 		s.Assign(ctx, "vacuum", "free", "n1"),
 		s.PutClient(ctx, store.Client{ID: "d1", Service: "vacuum"}),
 		s.AddConns(ctx, []store.Conn{{ID: "n1.a", Service: "vacuum", Device: "d1"}}),
+		s.Revoke(ctx, store.Revocation{Service: "vacuum", Device: "d1", NotBefore: time.Now(), Until: time.Now().Add(time.Hour)}),
 	}
 	_, err1 := s.SetAssignment(ctx, "vacuum", "paid", []string{"n1"}, 0)
 	_, err2 := s.Map(ctx)
 	_, err3 := s.Clients(ctx, "", 10)
 	_, err4 := s.ConnCounts(ctx)
 	_, err5 := s.ReapConns(ctx, "n2")
-	if err := errors.Join(append(steps, err1, err2, err3, err4, err5)...); err != nil {
+	_, err6 := s.Revocations(ctx, time.Now())
+	if err := errors.Join(append(steps, err1, err2, err3, err4, err5, err6)...); err != nil {
 		t.Fatal(err)
 	}
 	keys, err := redistest.Keys(ctx, client, prefix)
@@ -189,7 +191,7 @@ func TestRedisKeys(t *testing.T) {
 	slices.Sort(keys)
 	var want []string
 	for _, k := range []string{"{map}:version", "{map}:nodes", "{map}:beats", "{map}:services",
-		"{clients}:data", "{clients}:ids", "conns:{n1}", "conn-nodes"} {
+		"{clients}:data", "{clients}:ids", "conns:{n1}", "conn-nodes", "revocations"} {
 		want = append(want, prefix+k)
 	}
 	slices.Sort(want)
