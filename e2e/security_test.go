@@ -243,8 +243,10 @@ node: {id: fd, listen: "127.0.0.1:0", metrics_listen: "127.0.0.1:0", poll_loops:
 	s := bufio.NewScanner(resp.Body)
 	var accErrs int
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "tether_node_accept_errors_total "); ok {
-			accErrs, _ = strconv.Atoi(v)
+		// tether_node_accept_errors_total{node="fd"} 3
+		if line := s.Text(); strings.HasPrefix(line, "tether_node_accept_errors_total") {
+			f := strings.Fields(line)
+			accErrs, _ = strconv.Atoi(f[len(f)-1])
 		}
 	}
 	if accErrs < 1 {
