@@ -110,7 +110,10 @@ func Permissions(role string, s bus.Subjects, service string, services []string)
 	case RoleDirectory:
 		return Permission{
 			Publish:   []string{p + ".map.changed", svc("*.events"), p + ".revocations", "_INBOX.>"},
-			Subscribe: append([]string{p + ".map.changed", p + ".revocations"}, ops("directory")...),
+			Subscribe: append([]string{
+				p + ".map.changed", p + ".revocations",
+				p + ".node.*.stats", p + ".balancer.decisions", // the live cluster page (/ui/)
+			}, ops("directory")...),
 		}, nil
 	case RoleBalancer:
 		return Permission{
@@ -147,6 +150,24 @@ func withUser(c Credential, def string) Credential {
 		c.User = def
 	}
 	return c
+}
+
+// Users returns the credentials of the roles that have a user, by role
+// ("node", "directory", "balancer", "operator", and "app:<service>"),
+// user names defaulted.
+func (a Auth) Users() map[string]Credential {
+	out := map[string]Credential{}
+	for _, r := range a.roles() {
+		if r.cred.Password == "" {
+			continue
+		}
+		key := r.role
+		if r.role == RoleApp {
+			key += ":" + r.service
+		}
+		out[key] = r.cred
+	}
+	return out
 }
 
 // Validate checks the users: app services among services, user names

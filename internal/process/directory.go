@@ -114,7 +114,7 @@ func (p *Directory) Start(ctx context.Context) (err error) {
 		}
 		log.Info("seed applied")
 	}
-	nc, err := p.env.connect(ctx, "tether-directory")
+	nc, err := p.env.connect(ctx, "directory", "tether-directory")
 	if err != nil {
 		return err
 	}

@@ -78,7 +78,7 @@ func (p *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	nc, err := p.env.connect(ctx, "tether-node-"+p.cfg.ID)
+	nc, err := p.env.connect(ctx, "node", "tether-node-"+p.cfg.ID)
 	if err != nil {
 		return err
 	}
