@@ -35,8 +35,10 @@ per role of the deployment (node, directory, balancer, operator, and one
 per service's app servers) with permissions generated from the file: an app
 may push only to its own service and read only its own service's messages,
 events and receipts (docs/security.md). Flags given on the command line win
-over the file. --print-auth prints those users as a nats-server
-authorization block (for your own nats-server) and exits.
+over the file. --print-auth prints those users for a nats-server configuration (for
+your own nats-server: put them in an authorization block or an account) and
+exits; with --password-vars their passwords are $NATS_<ROLE>_PASSWORD
+references (NATS_APP_<SERVICE>_PASSWORD for apps).
 
 With a system user (--system-user and --system-password, or the
 nats_server.system_account section of --config), the server's system
@@ -63,7 +65,8 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 	maxPayload := fs.Int("max-payload", 0, "largest message accepted, in bytes (default 1 MiB)")
 	logs := fs.Bool("log", false, "write the server's own log to stderr")
 	cfgPath := fs.String("config", "", "tether configuration whose nats_server section (listeners, TLS, route authentication, system account, per-role users) applies; flags win")
-	printAuth := fs.Bool("print-auth", false, "with --config: print nats_server.auth as a nats-server authorization block, and exit")
+	printAuth := fs.Bool("print-auth", false, "with --config: print nats_server.auth as the users of a nats-server configuration, and exit")
+	passwordVars := fs.Bool("password-vars", false, "with --print-auth: write the passwords as $NATS_<ROLE>_PASSWORD references for nats-server to resolve")
 	sysUser := fs.String("system-user", "", "user of the NATS system account, for nats server report and nats-surveyor (with --system-password)")
 	sysPassword := fs.String("system-password", "", "password of the system account's user")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate for TLS to clients (with --tls-key)")
@@ -115,7 +118,7 @@ func runNATS(ctx context.Context, io IO, args []string) error {
 			if sc.Auth == nil {
 				return fmt.Errorf("%s: no nats_server.auth section", *cfgPath)
 			}
-			text, err := sc.Auth.ConfigText(sc.Subjects, sc.Services)
+			text, err := sc.Auth.ConfigText(sc.Subjects, sc.Services, *passwordVars)
 			if err != nil {
 				return err
 			}
