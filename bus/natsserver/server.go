@@ -307,8 +307,8 @@ func Start(c Config, log *slog.Logger) (*Server, error) {
 // ClientURL is the nats:// URL clients connect to (tls:// with TLS).
 func (s *Server) ClientURL() string {
 	u := s.ns.ClientURL()
-	if s.tls {
-		u = "tls://" + strings.TrimPrefix(u, "nats://")
+	if rest, ok := strings.CutPrefix(u, "nats://"); ok && s.tls {
+		u = "tls://" + rest
 	}
 	return u
 }
