@@ -109,7 +109,7 @@ func Permissions(role string, s bus.Subjects, service string, services []string)
 		}, nil
 	case RoleDirectory:
 		return Permission{
-			Publish:   []string{p + ".map.changed", svc("*.events"), p + ".revocations", "_INBOX.>"},
+			Publish: []string{p + ".map.changed", svc("*.events"), p + ".revocations", "_INBOX.>"},
 			Subscribe: append([]string{
 				p + ".map.changed", p + ".revocations",
 				p + ".node.*.stats", p + ".balancer.decisions", // the live cluster page (/ui/)
