@@ -121,6 +121,7 @@ func (s *Server) adminRoutes() http.Handler {
 		errorf(w, http.StatusNotFound, CodeNotFound, "no such admin path: "+r.URL.Path)
 	})
 	want := sha256.Sum256([]byte(s.cfg.AdminToken))
+	prev := sha256.Sum256([]byte(s.cfg.PreviousAdminToken))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Cache-Control"] = hdrNoStore
 		if s.cfg.AdminToken == "" {
@@ -138,7 +139,11 @@ func (s *Server) adminRoutes() http.Handler {
 			return
 		}
 		got := sha256.Sum256([]byte(cred))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		ok = subtle.ConstantTimeCompare(got[:], want[:]) == 1
+		if s.cfg.PreviousAdminToken != "" && subtle.ConstantTimeCompare(got[:], prev[:]) == 1 {
+			ok = true // the token being rotated out
+		}
+		if !ok {
 			s.lim.failed(ip, now)
 			errorf(w, http.StatusForbidden, CodeForbidden, "wrong admin token")
 			return

@@ -55,6 +55,13 @@ type Config struct {
 	// at least 16 bytes, and each service needs a signing key in the
 	// keyring (Deps.Keys).
 	RegistrationSecrets map[string]string `yaml:"registration_secrets"`
+	// PreviousRegistrationSecrets are also accepted, per service, while
+	// a registration secret is rotated: the configuration file adds each
+	// services.<S>.previous_registration_secret. Default: none.
+	PreviousRegistrationSecrets map[string]string `yaml:"previous_registration_secrets"`
+	// PreviousAdminToken is also accepted by the admin API while the admin
+	// token is rotated. Default: none.
+	PreviousAdminToken string `yaml:"previous_admin_token"`
 	// StoreTimeout bounds each store call made by the directory. Default 2s.
 	StoreTimeout time.Duration `yaml:"store_timeout"`
 	// DisableUI turns off the live cluster page at /ui (which answers 404
@@ -210,6 +217,14 @@ func (c Config) Validate() error {
 		if len(c.RegistrationSecrets[svc]) < MinRegistrationSecret {
 			bad("registration_secrets."+svc, "secret is %d bytes, at least %d", len(c.RegistrationSecrets[svc]), MinRegistrationSecret)
 		}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(c.PreviousRegistrationSecrets)) {
+		if len(c.PreviousRegistrationSecrets[svc]) < MinRegistrationSecret {
+			bad("previous_registration_secrets."+svc, "secret is %d bytes, at least %d", len(c.PreviousRegistrationSecrets[svc]), MinRegistrationSecret)
+		}
+	}
+	if c.PreviousAdminToken != "" && c.AdminToken == "" {
+		bad("previous_admin_token", "set, but admin_token is not")
 	}
 	if c.AdminListen != "" {
 		if _, port, err := net.SplitHostPort(c.AdminListen); err != nil {

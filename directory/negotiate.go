@@ -172,7 +172,11 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		want, hasSecret := s.secrets[service]
 		if hasSecret {
 			got := sha256.Sum256([]byte(cred))
-			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			ok := subtle.ConstantTimeCompare(got[:], want[:]) == 1
+			if prev, has := s.prevSecrets[service]; has && subtle.ConstantTimeCompare(got[:], prev[:]) == 1 {
+				ok = true // the secret being rotated out
+			}
+			if !ok {
 				s.lim.failed(ip, now)
 				unauthorized(w, CodeUnauthorized, "wrong registration secret for service "+service)
 				return

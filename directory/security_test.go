@@ -208,6 +208,30 @@ func TestLockoutAndNegotiateRate(t *testing.T) {
 	}
 }
 
+// Registration secrets and the admin token rotate without downtime: the
+// previous one is accepted beside the current one.
+func TestSecretRotation(t *testing.T) {
+	st := store.NewMemory()
+	seedMap(t, st)
+	base := startDir(t, st, nil, func(c *directory.Config) {
+		c.PreviousRegistrationSecrets = map[string]string{"vacuum": "the-previous-vacuum-secret"}
+		c.PreviousAdminToken = "the-previous-admin-token"
+	}).URL()
+	for _, secret := range []string{regSecrets["vacuum"], "the-previous-vacuum-secret"} {
+		if a := negotiate(t, base, secret, `{"service":"vacuum","device":"d1"}`); a.Status != http.StatusOK {
+			t.Fatalf("negotiate with %q: %d %s", secret, a.Status, a.Body)
+		}
+	}
+	if a := negotiate(t, base, "not-a-vacuum-secret-at-all", `{"service":"vacuum","device":"d1"}`); a.Status != http.StatusUnauthorized {
+		t.Fatalf("a wrong secret: %d", a.Status)
+	}
+	for _, tok := range []string{adminToken, "the-previous-admin-token"} {
+		if a := get(t, base+"/v1/admin/map", "Authorization", "Bearer "+tok); a.Status != http.StatusOK {
+			t.Fatalf("admin with %q: %d", tok, a.Status)
+		}
+	}
+}
+
 // The directory answers 431 to an oversized request head and closes, and
 // serves HTTPS with the admin API and metrics on their own listener.
 func TestHTTPHardening(t *testing.T) {

@@ -78,6 +78,8 @@ type Server struct {
 	ui      http.Handler
 
 	secrets map[string][32]byte // service -> SHA-256 of its registration secret
+	// prevSecrets are the registration secrets being rotated out.
+	prevSecrets map[string][32]byte
 	refresh map[string]bool     // services whose tokens negotiate refreshes
 	revoked *token.Revocations
 	lim     *limits
@@ -196,6 +198,13 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s.reaper = membership.Reaper{Store: s.st, NATS: s.nc, Subjects: s.subj, TTL: s.ttl, Log: s.log}
 	for svc, secret := range cfg.RegistrationSecrets {
 		s.secrets[svc] = sha256.Sum256([]byte(secret))
+	}
+	s.prevSecrets = make(map[string][32]byte, len(cfg.PreviousRegistrationSecrets))
+	for svc, secret := range cfg.PreviousRegistrationSecrets {
+		if _, ok := s.secrets[svc]; !ok {
+			return nil, fmt.Errorf("directory.previous_registration_secrets.%s: the service has no current registration secret", svc)
+		}
+		s.prevSecrets[svc] = sha256.Sum256([]byte(secret))
 	}
 	for _, svc := range cfg.RefreshServices {
 		if d.Keys == nil || !d.Keys.HasService(svc) {

@@ -185,6 +185,10 @@ type Config struct {
 	// force from the store again, to catch up on announcements it missed
 	// (a NATS outage). Default 30s.
 	RevocationRefresh time.Duration `yaml:"revocation_refresh"`
+	// ExtraClusterSecrets are also accepted on takeover messages, never
+	// used to sign them: to rotate ClusterSecret without disconnecting
+	// anyone (docs/security.md). Default: none.
+	ExtraClusterSecrets []string `yaml:"extra_cluster_secrets"`
 	// AllowUnsignedTakeovers lets a node that registers in a shared store
 	// run without ClusterSecret. Default false: such a node refuses to
 	// start, because any app allowed to push to a device could then close
@@ -368,6 +372,14 @@ func (c Config) Validate() error {
 	}
 	if c.ClusterSecret != "" && len(c.ClusterSecret) < 16 {
 		errs = append(errs, fmt.Errorf("node.cluster_secret: %d bytes, at least 16", len(c.ClusterSecret)))
+	}
+	for i, s := range c.ExtraClusterSecrets {
+		if len(s) < 16 {
+			errs = append(errs, fmt.Errorf("node.extra_cluster_secrets[%d]: %d bytes, at least 16", i, len(s)))
+		}
+	}
+	if len(c.ExtraClusterSecrets) > 0 && c.ClusterSecret == "" {
+		errs = append(errs, errors.New("node.extra_cluster_secrets: set, but node.cluster_secret is not"))
 	}
 	if c.AckTimeout > c.MaxAckTimeout {
 		errs = append(errs, fmt.Errorf("node.ack_timeout: %v exceeds max_ack_timeout %v", c.AckTimeout, c.MaxAckTimeout))

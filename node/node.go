@@ -61,10 +61,12 @@ type Node struct {
 	subs    *subs
 	flusher *flusher
 	rd      reader
-	// secret signs and checks takeover messages (node.cluster_secret).
-	secret []byte
-	table  *table
-	load   loadMeter
+	// secret signs and checks takeover messages (node.cluster_secret);
+	// extraSecrets only check them (node.extra_cluster_secrets).
+	secret       []byte
+	extraSecrets [][]byte
+	table        *table
+	load         loadMeter
 	// authing tracks takeovers of devices whose connections are being
 	// authenticated (takeover.go).
 	authing *authing
@@ -174,6 +176,9 @@ func New(cfg Config, d Deps) (*Node, error) {
 		n.dispatch[i] = make(chan *nats.Msg, cfg.DispatchQueue)
 	}
 	n.secret = []byte(cfg.ClusterSecret)
+	for _, s := range cfg.ExtraClusterSecrets {
+		n.extraSecrets = append(n.extraSecrets, []byte(s))
+	}
 	if cfg.ClusterSecret == "" && !cfg.MultipleConnections {
 		n.log.Warn("node.cluster_secret is not set: takeover messages are not authenticated, so an app that may push to a device can also disconnect it")
 	}

@@ -700,3 +700,39 @@ func TestConfigValidateSecurity(t *testing.T) {
 		t.Fatalf("New with a reply prefix under tether.: %v", err)
 	}
 }
+
+// node.extra_cluster_secrets lets a cluster rotate its secret: a node
+// accepts takeovers signed with any of its secrets, and signs with its
+// current one only.
+func TestClusterSecretRotation(t *testing.T) {
+	e := testenv.New(t)
+	const oldSecret, newSecret = "old-cluster-secret-0123456789", "new-cluster-secret-0123456789"
+	c1 := testenv.FastConfig("n1")
+	c1.ClusterSecret, c1.ExtraClusterSecrets = oldSecret, []string{newSecret}
+	n1 := e.StartNode(c1)
+	c2 := testenv.FastConfig("n2")
+	c2.ClusterSecret = newSecret
+	n2 := e.StartNode(c2)
+	closed := make(chan protocol.CloseCode, 1)
+	tok := e.Token("vacuum", "vac-1", token.IssueOptions{})
+	e.Device(simulator.DeviceConfig{Service: "vacuum", Token: tok, Nodes: []string{n1.URL()},
+		OnClose: func(c protocol.CloseCode, _ string) {
+			select {
+			case closed <- c:
+			default:
+			}
+		}}, "vac-1")
+	// The same device on n2, whose takeover is signed with the new secret.
+	e.Device(simulator.DeviceConfig{Service: "vacuum", Token: tok, Nodes: []string{n2.URL()}}, "vac-1")
+	select {
+	case c := <-closed:
+		if c != protocol.CloseReplaced {
+			t.Fatalf("the older connection closed with %d, want replaced", c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("n1 did not accept a takeover signed with its extra secret")
+	}
+	if n1.Stats().BadControl != 0 {
+		t.Fatalf("n1 refused %d takeovers", n1.Stats().BadControl)
+	}
+}

@@ -68,6 +68,9 @@ type Service struct {
 	// RegistrationSecret lets holders obtain device tokens from the
 	// directory's negotiate endpoint. Optional.
 	RegistrationSecret string `yaml:"registration_secret"`
+	// PreviousRegistrationSecret is also accepted by negotiate while
+	// RegistrationSecret is rotated (docs/security.md). Optional.
+	PreviousRegistrationSecret string `yaml:"previous_registration_secret"`
 	// TokenRefresh lets devices refresh their tokens at the directory's
 	// negotiate endpoint (Bearer <device token>, no body), within
 	// directory.max_token_lifetime. Default false.
@@ -377,6 +380,18 @@ func (f *File) NATSServerConfig() (natsserver.Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// PreviousRegistrationSecrets returns the services' previous
+// registration secrets.
+func (f *File) PreviousRegistrationSecrets() map[string]string {
+	m := map[string]string{}
+	for name, s := range f.Services {
+		if s.PreviousRegistrationSecret != "" {
+			m[name] = s.PreviousRegistrationSecret
+		}
+	}
+	return m
 }
 
 // RefreshServices returns the services with token_refresh set, sorted.

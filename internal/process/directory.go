@@ -51,6 +51,11 @@ func DirectoryConfig(env Env) directory.Config {
 		secrets[svc] = s
 	}
 	d.RegistrationSecrets = secrets
+	prev := env.Config.PreviousRegistrationSecrets()
+	for svc, s := range d.PreviousRegistrationSecrets {
+		prev[svc] = s
+	}
+	d.PreviousRegistrationSecrets = prev
 	for _, svc := range env.Config.RefreshServices() {
 		if !slices.Contains(d.RefreshServices, svc) {
 			d.RefreshServices = append(d.RefreshServices, svc)
