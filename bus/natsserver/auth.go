@@ -48,6 +48,10 @@ type Credential struct {
 	// ("$2a$..."; `nats server passwd` makes one), which keeps it out of
 	// the NATS host's configuration.
 	Password string `yaml:"password"`
+	// PreviousPassword, when set, makes a second user, "<user>-previous",
+	// with the same permissions: for rotating the password without
+	// downtime (docs/security.md). Default: none.
+	PreviousPassword string `yaml:"previous_password"`
 }
 
 // Role names, as Permissions takes them.
@@ -130,19 +134,26 @@ func Permissions(role string, s bus.Subjects, service string, services []string)
 type role struct {
 	role, service string
 	cred          Credential
+	previous      bool // the user of cred's PreviousPassword
 }
 
 func (a Auth) roles() []role {
 	rs := []role{
-		{RoleNode, "", withUser(a.Node, "tether-node")},
-		{RoleDirectory, "", withUser(a.Directory, "tether-directory")},
-		{RoleBalancer, "", withUser(a.Balancer, "tether-balancer")},
-		{RoleOperator, "", withUser(a.Operator, "tether-operator")},
+		{RoleNode, "", withUser(a.Node, "tether-node"), false},
+		{RoleDirectory, "", withUser(a.Directory, "tether-directory"), false},
+		{RoleBalancer, "", withUser(a.Balancer, "tether-balancer"), false},
+		{RoleOperator, "", withUser(a.Operator, "tether-operator"), false},
 	}
 	for _, svc := range slices.Sorted(maps.Keys(a.Apps)) {
-		rs = append(rs, role{RoleApp, svc, withUser(a.Apps[svc], "app-"+svc)})
+		rs = append(rs, role{RoleApp, svc, withUser(a.Apps[svc], "app-"+svc), false})
 	}
-	return rs
+	out := rs
+	for _, r := range rs {
+		if r.cred.PreviousPassword != "" && r.cred.Password != "" {
+			out = append(out, role{r.role, r.service, Credential{User: r.cred.User + "-previous", Password: r.cred.PreviousPassword}, true})
+		}
+	}
+	return out
 }
 
 func withUser(c Credential, def string) Credential {
@@ -158,7 +169,7 @@ func withUser(c Credential, def string) Credential {
 func (a Auth) Users() map[string]Credential {
 	out := map[string]Credential{}
 	for _, r := range a.roles() {
-		if r.cred.Password == "" {
+		if r.cred.Password == "" || r.previous {
 			continue
 		}
 		key := r.role
@@ -179,6 +190,9 @@ func (a Auth) Validate(key string, services []string) error {
 	any := false
 	for _, r := range a.roles() {
 		where := key + "." + r.role
+		if r.previous {
+			where += ".previous_password"
+		}
 		if r.role == RoleApp {
 			where = key + ".apps." + r.service
 			if !slices.Contains(services, r.service) {
@@ -271,6 +285,9 @@ func (a Auth) ConfigText(s bus.Subjects, services []string, vars bool) (string, 
 		pw := fmt.Sprintf("%q", r.cred.Password)
 		if vars {
 			pw = "$" + PasswordVar(r.role, r.service)
+			if r.previous {
+				pw = strings.TrimSuffix(pw, "_PASSWORD") + "_PREVIOUS_PASSWORD"
+			}
 		}
 		fmt.Fprintf(&b, "  # %s\n  { user: %q, password: %s, permissions: {\n", what, r.cred.User, pw)
 		fmt.Fprintf(&b, "      publish: { allow: %s }\n      subscribe: { allow: %s } } }\n", quoteList(p.Publish), quoteList(p.Subscribe))

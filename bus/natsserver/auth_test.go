@@ -143,3 +143,25 @@ func TestRouteAuthentication(t *testing.T) {
 		t.Fatalf("the seed has %d routes, the member %d: the intruder joined", seed.NumRoutes(), member.NumRoutes())
 	}
 }
+
+// A role's previous password makes a second user with the same
+// permissions, for rotating the password.
+func TestPreviousPassword(t *testing.T) {
+	a := natsserver.Auth{Node: natsserver.Credential{Password: "new-pw", PreviousPassword: "old-pw"}}
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", Auth: &a, Subjects: bus.MustSubjects(""), Services: []string{"vacuum"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	for user, pw := range map[string]string{"tether-node": "new-pw", "tether-node-previous": "old-pw"} {
+		nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(user, pw))
+		if err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+		nc.Close()
+	}
+	text, _ := a.ConfigText(bus.MustSubjects(""), []string{"vacuum"}, true)
+	if !strings.Contains(text, "$NATS_NODE_PREVIOUS_PASSWORD") {
+		t.Fatalf("ConfigText:\n%s", text)
+	}
+}
