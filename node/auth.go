@@ -55,7 +55,10 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 	c.id = n.cfg.ID + "." + n.boot + strconv.FormatUint(n.connSeq.Add(1), 36)
 	c.service, c.device, c.tier, c.groups = claims.Service, claims.Subject, claims.Tier, claims.Groups
 	c.svcm, c.tierIdx = n.metrics.svcs[c.service], n.metrics.tierIndex(c.tier)
-	c.tokenID, c.first = claims.ID, claims.FirstIssued()
+	c.tokenID = claims.ID
+	if f := claims.FirstIssued(); !f.IsZero() {
+		c.first = f.Unix()
+	}
 	// A connection is as old as its socket: an attempt the device gave up
 	// on (no welcome in time) but that the node authenticates late is
 	// older than the attempt that replaced it, and never takes over.
@@ -116,7 +119,7 @@ func (n *Node) activate(c *conn, err error) {
 	// after the welcome, and one sent once the device has the welcome
 	// finds it.
 	n.hub.add(c)
-	if n.revoked.CheckIdentity(c.service, c.device, c.tokenID, c.first) != nil {
+	if n.revoked.CheckIdentity(c.service, c.device, c.tokenID, c.firstIssued()) != nil {
 		// Revoked since its token was checked: Revoke, which records a
 		// revocation before it looks through the hub, may have looked
 		// before c was in it.

@@ -47,10 +47,10 @@ type conn struct {
 	// keyring, which no token names); tierIdx the tier's label index.
 	svcm    *svcCounters
 	tierIdx uint8
-	// The token's ID (jti) and the start of its chain (FirstIssued), to
-	// match revocations against.
+	// The token's ID (jti) and the start of its chain (FirstIssued, unix
+	// seconds; 0 unknown), to match revocations against.
 	tokenID string
-	first   time.Time
+	first   int64
 
 	// Per-address limits (limits.go): the address the connection counts
 	// under, whether it counts at all, and whether it still counts as
@@ -610,4 +610,12 @@ func (c *conn) takeAllPend() []pendRef {
 	c.pend = nil
 	c.pmu.Unlock()
 	return p
+}
+
+// firstIssued is when c's token chain began (zero when unknown).
+func (c *conn) firstIssued() time.Time {
+	if c.first == 0 {
+		return time.Time{}
+	}
+	return time.Unix(c.first, 0)
 }

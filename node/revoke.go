@@ -32,7 +32,7 @@ func (n *Node) Revoke(r token.Revocation) int {
 	}
 	closed := 0
 	for _, c := range cs {
-		if r.Matches(c.service, c.device, c.tokenID, c.first) {
+		if r.Matches(c.service, c.device, c.tokenID, c.firstIssued()) {
 			closed++
 			n.closeRevoked(c)
 		}
