@@ -480,9 +480,14 @@ func TestTokenBounds(t *testing.T) {
 			c := dialRaw(t, n.URL(), nil)
 			frame, _ := json.Marshal(map[string]string{"type": "auth", "token": tok})
 			if len(frame) > 60<<10 {
-				// Past max_frame_bytes: the frame itself is refused first.
-				c.send(ws.OpText, frame)
-				c.expectClose(protocol.ErrTooBig, protocol.CloseTooBig)
+				// Past max_frame_bytes: the frame itself is refused first,
+				// at its header (so the rest may not be written).
+				_ = ws.WriteFrame(c.nc, ws.MaskFrameInPlace(ws.NewFrame(ws.OpText, true, frame)))
+				// The node answers too_big and closes with unread input, so
+				// the device may see a reset before the frames.
+				if f, code := c.next(); f.Code != protocol.ErrTooBig && code != protocol.CloseTooBig && code != 1006 {
+					t.Fatalf("frame %+v close %d, want too_big", f, code)
+				}
 				return
 			}
 			c.send(ws.OpText, frame)
