@@ -95,6 +95,7 @@ func (n *Node) serve(nc net.Conn, key netip.Addr, limited bool) {
 		case errors.Is(err, errRequestLineTooLong), errors.Is(err, errHeaderTooLarge):
 			n.metrics.handshakeTooBig.Add(1)
 			n.log.Debug("handshake over the limits", "remote", nc.RemoteAddr().String(), "err", err)
+			lingerClose(nc)
 		case !hs.badPath:
 			n.log.Debug("upgrade failed", "remote", nc.RemoteAddr().String(), "err", err)
 		}
@@ -138,3 +139,22 @@ func (n *Node) addrAuthenticated(c *conn) {
 		n.limits.authenticated(c.addr)
 	}
 }
+
+// lingerClose lets the client read the error the node just wrote: closing
+// a socket with unread input sends a reset, which may destroy the answer
+// before the client reads it. It half-closes, then discards what the
+// client still sends, within bounds (what one connection may cost is
+// bounded by the per-address limits).
+func lingerClose(nc net.Conn) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(handshakeLingerFor))
+	_, _ = io.CopyN(io.Discard, nc, handshakeLingerBytes)
+}
+
+// How long, and how much, lingerClose reads.
+const (
+	handshakeLingerFor   = 500 * time.Millisecond
+	handshakeLingerBytes = 256 << 10
+)
