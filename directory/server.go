@@ -80,10 +80,10 @@ type Server struct {
 	secrets map[string][32]byte // service -> SHA-256 of its registration secret
 	// prevSecrets are the registration secrets being rotated out.
 	prevSecrets map[string][32]byte
-	refresh map[string]bool     // services whose tokens negotiate refreshes
-	revoked *token.Revocations
-	lim     *limits
-	certs   *certs.Reloader
+	refresh     map[string]bool // services whose tokens negotiate refreshes
+	revoked     *token.Revocations
+	lim         *limits
+	certs       *certs.Reloader
 
 	handler   http.Handler
 	maxAge    []string // Cache-Control of lookups
