@@ -95,6 +95,12 @@ func (e *natsErrors) add(err error) {
 	e.mu.Unlock()
 }
 
+func (e *natsErrors) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return strings.Join(e.errs, "; ")
+}
+
 // saw reports whether a permissions violation naming subject came.
 func (e *natsErrors) saw(kind, subject string) bool {
 	e.mu.Lock()
@@ -257,12 +263,12 @@ func TestNATSPermissionMatrix(t *testing.T) {
 	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for _, s := range airSubjects {
 			if !vacErrs.saw("publish", s) {
-				return fmt.Errorf("no publish violation for %s (errors %v)", s, vacErrs.errs)
+				return fmt.Errorf("no publish violation for %s (errors %s)", s, vacErrs)
 			}
 		}
 		for _, s := range []string{subj.Events("aircon"), subj.Upstream("aircon"), bus.InboxPrefix("aircon") + ".>", "_INBOX.>"} {
 			if !vacErrs.saw("subscription", s) {
-				return fmt.Errorf("no subscription violation for %s (errors %v)", s, vacErrs.errs)
+				return fmt.Errorf("no subscription violation for %s (errors %s)", s, vacErrs)
 			}
 		}
 		for _, s := range []string{subj.Events("vacuum"), subj.NodeCtl("n1"), subj.Revocations()} {
