@@ -501,7 +501,8 @@ func FuzzVerifyToken(f *testing.F) {
 	})
 	var valid []string
 	for _, svc := range []string{"vacuum", "tv"} {
-		raw, err := kr.Issue(svc, "dev-1", token.IssueOptions{Tier: "paid", Groups: []string{"g"}})
+		// A fixed ID: every fuzzing process must issue the same tokens.
+		raw, err := kr.Issue(svc, "dev-1", token.IssueOptions{Tier: "paid", Groups: []string{"g"}, ID: "fuzz-" + svc})
 		if err != nil {
 			f.Fatal(err)
 		}
