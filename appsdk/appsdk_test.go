@@ -844,6 +844,14 @@ func TestConcurrentPushes(t *testing.T) {
 	c := newClient(t, nc)
 	vac := service(t, c, "vacuum")
 	subs := nc.NumSubscriptions()
+	// The first push to a service subscribes its inbox, once.
+	if r, err := vac.PushConn(context.Background(), conns[0], []byte(`{}`)); err != nil || r.Status != appsdk.StatusAcked {
+		t.Fatalf("first push: %+v, %v", r, err)
+	}
+	if got := nc.NumSubscriptions(); got != subs+1 {
+		t.Fatalf("subscriptions: %d before the first push, %d after", subs, got)
+	}
+	subs++
 
 	const pushes = 200
 	var wg sync.WaitGroup

@@ -20,20 +20,23 @@ import (
 // NATS connection. It serves any number of services (see Service) and is
 // safe for concurrent use by any number of goroutines.
 //
-// Receipts come back on one wildcard inbox subscription per Client,
-// <inbox prefix>.<unique>.*: each push waits on its own token of that
-// subscription, so a push costs no subscription and no goroutine.
+// Receipts come back on one wildcard inbox subscription per service the
+// Client pushes to, _INBOX_<service>.<unique>.* (bus.InboxPrefix), made at
+// its first push: each push waits on its own token of that subscription, so
+// a push costs no subscription and no goroutine. Nodes answer a push only
+// under its service's inbox prefix (node.reply_prefixes), so NATS
+// permissions can keep each app team's receipts to itself.
 type Client struct {
 	nc    *nats.Conn
 	owned bool // Close closes nc
 	opts  options
 	log   *slog.Logger
 
-	inbox    string // "<inbox prefix>.<unique>.", each push appends its token
-	inboxSub *nats.Subscription
-	// inboxDone is closed when the inbox subscription ends: on Close, or
+	unique string // "<unique>.", after the inbox prefix
+	// inboxDone is closed when an inbox subscription ends: on Close, or
 	// when the NATS connection closes under the Client.
 	inboxDone chan struct{}
+	doneOnce  sync.Once
 	seq       atomic.Uint64
 
 	// interest follows which nodes hold each service's connections and
@@ -41,6 +44,7 @@ type Client struct {
 	interest interests
 
 	mu      sync.Mutex
+	inboxes map[string]*inbox // by service; by "" with WithInboxPrefix
 	waiters map[string]*waiter
 	subs    map[*Subscription]struct{}
 	closed  bool
@@ -68,41 +72,69 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if nc.IsClosed() {
 		return nil, ErrConnClosed
 	}
-	prefix := o.inboxPrefix
-	if prefix == "" {
-		prefix = nc.Opts.InboxPrefix
-	}
-	if prefix == "" {
-		prefix = strings.TrimSuffix(nats.InboxPrefix, ".")
-	}
 	c := &Client{
 		nc:        nc,
 		opts:      o,
 		log:       o.log.With("component", "appsdk"),
-		inbox:     prefix + "." + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix) + ".",
+		unique:    strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix) + ".",
+		inboxes:   make(map[string]*inbox),
 		waiters:   make(map[string]*waiter),
 		subs:      make(map[*Subscription]struct{}),
 		inboxDone: make(chan struct{}),
 	}
 	c.interest.c = c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	sub, err := nc.Subscribe(c.inbox+"*", c.onReply)
+	if o.inboxPrefix != "" {
+		// One inbox for every service, subscribed at once.
+		if _, err := c.inboxOf(""); err != nil {
+			c.cancel()
+			return nil, err
+		}
+		c.flush()
+	}
+	return c, nil
+}
+
+// inbox is one wildcard reply subscription, <prefix>.<unique>.*.
+type inbox struct {
+	subject string // "<prefix>.<unique>.", each push appends its token
+	sub     *nats.Subscription
+}
+
+// inboxOf returns the reply subject prefix for pushes of service,
+// subscribing it on first use: _INBOX_<service>.<unique>., or
+// WithInboxPrefix's for every service.
+func (c *Client) inboxOf(service string) (string, error) {
+	key, prefix := service, bus.InboxPrefix(service)
+	if c.opts.inboxPrefix != "" {
+		key, prefix = "", c.opts.inboxPrefix
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return "", ErrClosed
+	}
+	if ib := c.inboxes[key]; ib != nil {
+		return ib.subject, nil
+	}
+	ib := &inbox{subject: prefix + "." + c.unique}
+	// The subscription is sent before the push that follows it on this
+	// connection, so the server has it when the replies come.
+	sub, err := c.nc.Subscribe(ib.subject+"*", func(m *nats.Msg) { c.onReply(ib, m) })
 	if err != nil {
-		c.cancel()
-		return nil, fmt.Errorf("appsdk: subscribe inbox %s*: %w", c.inbox, natsErr(err))
+		return "", fmt.Errorf("appsdk: subscribe inbox %s*: %w", ib.subject, natsErr(err))
 	}
 	// Replies are small and bursty (a service push is answered by every
 	// node at once); never drop them for a pending limit.
 	_ = sub.SetPendingLimits(-1, -1)
-	var once sync.Once
-	stopped := func(string) { once.Do(func() { close(c.inboxDone) }) }
+	stopped := func(string) { c.doneOnce.Do(func() { close(c.inboxDone) }) }
 	sub.SetClosedHandler(stopped)
 	if !sub.IsValid() {
 		stopped("") // closed before the handler was set
 	}
-	c.inboxSub = sub
-	c.flush()
-	return c, nil
+	ib.sub = sub
+	c.inboxes[key] = ib
+	return ib.subject, nil
 }
 
 // Connect dials NATS with cfg (through bus.Connect: reconnects forever,
@@ -155,11 +187,17 @@ func (c *Client) Close() {
 	for s := range c.subs {
 		subs = append(subs, s)
 	}
+	inboxes := make([]*inbox, 0, len(c.inboxes))
+	for _, ib := range c.inboxes {
+		inboxes = append(inboxes, ib)
+	}
 	c.mu.Unlock()
 	// Wakes every waiting push.
 	c.cancel()
 	c.interest.close()
-	_ = c.inboxSub.Unsubscribe()
+	for _, ib := range inboxes {
+		_ = ib.sub.Unsubscribe()
+	}
 	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
@@ -247,8 +285,8 @@ func (c *Client) unregister(tok string) {
 
 // onReply routes a message on the inbox to its push. It runs on the inbox
 // subscription's goroutine and must not block.
-func (c *Client) onReply(m *nats.Msg) {
-	tok := m.Subject[len(c.inbox):]
+func (c *Client) onReply(ib *inbox, m *nats.Msg) {
+	tok := m.Subject[len(ib.subject):]
 	c.mu.Lock()
 	w := c.waiters[tok]
 	c.mu.Unlock()

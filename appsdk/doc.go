@@ -62,7 +62,8 @@
 // Client, Service and Subscription are safe for concurrent use by any
 // number of goroutines. A push runs on the caller's goroutine and starts no
 // other: every receipt comes back through one wildcard inbox subscription
-// per Client (<inbox prefix>.<unique>.*), whose goroutine only routes each
+// per Client and service (_INBOX_<service>.<unique>.*, made at the first
+// push to the service), whose goroutine only routes each
 // reply to the waiting push, so thousands of pushes in flight cost no
 // subscription each and nothing is left behind when they return.
 //

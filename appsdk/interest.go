@@ -69,12 +69,16 @@ func (t *interests) watch(service string) *svcNodes {
 // answers that come within queryWindow.
 func (t *interests) query(service string, s *svcNodes) {
 	defer close(s.ready)
+	inbox, err := t.c.inboxOf(service)
+	if err != nil {
+		return
+	}
 	tok, w, err := t.c.register()
 	if err != nil {
 		return
 	}
 	defer t.c.unregister(tok)
-	if err := t.c.nc.PublishRequest(t.c.opts.subj.InterestQuery(service), t.c.inbox+tok, nil); err != nil {
+	if err := t.c.nc.PublishRequest(t.c.opts.subj.InterestQuery(service), inbox+tok, nil); err != nil {
 		return
 	}
 	timer := time.NewTimer(queryWindow)

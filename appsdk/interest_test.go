@@ -136,7 +136,16 @@ func TestNodeAnnouncesInterest(t *testing.T) {
 		t.Fatalf("announcement %+v", a)
 	}
 	// Asked, it answers the same.
-	m, err := e.NC.Request(e.Subj.InterestQuery("vacuum"), nil, 5*time.Second)
+	// (Nodes answer only under the service's inbox prefix.)
+	inbox := bus.InboxPrefix("vacuum") + ".test.1"
+	sub, err := e.NC.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.NC.PublishRequest(e.Subj.InterestQuery("vacuum"), inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +156,14 @@ func TestNodeAnnouncesInterest(t *testing.T) {
 	<-done
 	next(func(a bus.Interest) bool { return a.Connections == 0 })
 	// Lingering: a group push right after gets "offline" from n1.
-	r, err := e.NC.Request(e.Subj.Group("vacuum", "g1"), []byte(`1`), 5*time.Second)
+	gsub, err := e.NC.SubscribeSync(bus.InboxPrefix("vacuum") + ".test.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.NC.PublishRequest(e.Subj.Group("vacuum", "g1"), bus.InboxPrefix("vacuum")+".test.2", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := gsub.NextMsg(5 * time.Second)
 	if err != nil {
 		t.Fatalf("group push right after the device left: %v (want n1's offline answer)", err)
 	}

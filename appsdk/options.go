@@ -99,10 +99,10 @@ func WithSettle(d time.Duration) Option {
 	}
 }
 
-// WithInboxPrefix sets the prefix of the Client's reply subjects. Default:
-// the NATS connection's inbox prefix (nats.CustomInboxPrefix), or "_INBOX".
-// Use it when NATS permissions allow the app to subscribe only to its own
-// inbox subjects.
+// WithInboxPrefix sets one prefix for the reply subjects of every service's
+// pushes. Default: each service's own, _INBOX_<service> (bus.InboxPrefix),
+// the only one nodes answer on by default; a prefix given here must be
+// allowed by the nodes' node.reply_prefixes, or they refuse the pushes.
 func WithInboxPrefix(prefix string) Option {
 	return func(o *options) error {
 		if err := validInboxPrefix(prefix); err != nil {

@@ -136,12 +136,16 @@ func (c *Client) push(ctx context.Context, t target, subject string, data []byte
 		g.expected = func() []string { return nodes.expected(kind, t.key, time.Now()) }
 	}
 
+	inbox, err := c.inboxOf(t.service)
+	if err != nil {
+		return Receipt{}, err
+	}
 	tok, w, err := c.register()
 	if err != nil {
 		return Receipt{}, err
 	}
 	defer c.unregister(tok)
-	m := &nats.Msg{Subject: subject, Reply: c.inbox + tok, Data: data, Header: hdr}
+	m := &nats.Msg{Subject: subject, Reply: inbox + tok, Data: data, Header: hdr}
 	if err := c.nc.PublishMsg(m); err != nil {
 		return Receipt{}, fmt.Errorf("%w: %s: %w", ErrPublish, subject, natsErr(err))
 	}

@@ -112,7 +112,8 @@ func (b *Balancer) startHTTP() error {
 		fmt.Fprintf(w, `{"status":"ok","balancer":%q,"leader":%q,"is_leader":%t}`+"\n", s.ID, s.Leader, s.IsLeader)
 	})
 	b.httpLn = ln
-	b.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 16 << 10}
+	b.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()

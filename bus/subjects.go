@@ -30,6 +30,8 @@ const DefaultPrefix = "tether"
 //	tether.map.changed                   the service -> node map changed
 //	tether.balancer.decisions            balancer decisions
 //	tether.ops.<kind>.<id>.<endpoint>    a process's operator endpoints (NATS micro: stats, info)
+//	tether.revocations                   revoked devices and tokens
+//	_INBOX_<S>.>                         replies to the pushes of service S (no prefix)
 type Subjects struct {
 	prefix string
 }
@@ -125,6 +127,27 @@ func (s Subjects) BalancerDecisions() string { return s.prefix + ".balancer.deci
 // "directory", "balancer" or "simulator", id the process's ID.
 func (s Subjects) Ops(kind, id, endpoint string) string {
 	return s.prefix + ".ops." + kind + "." + id + "." + endpoint
+}
+
+// Revocations is the subject revocations are announced on (Revocation).
+func (s Subjects) Revocations() string { return s.prefix + ".revocations" }
+
+// InboxPrefix is the first token of the reply subjects of service's pushes:
+// "_INBOX_<service>". Apps of a service subscribe their receipts under it
+// (<InboxPrefix>.>) and nodes answer pushes only there (node.reply_prefixes),
+// so that NATS permissions can give each app team its own inboxes. It has
+// no tether prefix: inboxes are per service, not per deployment.
+func InboxPrefix(service string) string { return "_INBOX_" + service }
+
+// PushService returns the service token of a push subject, even one that
+// ParsePush refuses, when it is a valid name.
+func (s Subjects) PushService(subject string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, s.prefix+".svc.")
+	if !ok {
+		return "", false
+	}
+	service, _, _ := strings.Cut(rest, ".")
+	return service, protocol.ValidName(service) == nil
 }
 
 // TargetKind says what a push subject addresses.

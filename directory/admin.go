@@ -116,14 +116,21 @@ func (s *Server) adminRoutes() http.Handler {
 	})
 	handle(mux, "/v1/admin/seed", methods{http.MethodPost: s.adminSeed})
 	handle(mux, "/v1/admin/decisions", methods{http.MethodGet: s.adminDecisions})
+	handle(mux, "/v1/admin/revocations", methods{http.MethodGet: s.adminRevocations, http.MethodPost: s.adminRevoke})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		errorf(w, http.StatusNotFound, CodeNotFound, "no such admin path: "+r.URL.Path)
 	})
 	want := sha256.Sum256([]byte(s.cfg.AdminToken))
+	prev := sha256.Sum256([]byte(s.cfg.PreviousAdminToken))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Cache-Control"] = hdrNoStore
 		if s.cfg.AdminToken == "" {
 			errorf(w, http.StatusNotFound, CodeAdminDisabled, "the admin API is disabled: set directory.admin_token")
+			return
+		}
+		now := time.Now()
+		ip, ok := s.lim.guard(w, r, now)
+		if !ok {
 			return
 		}
 		cred, ok := bearer(r)
@@ -132,7 +139,12 @@ func (s *Server) adminRoutes() http.Handler {
 			return
 		}
 		got := sha256.Sum256([]byte(cred))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		ok = subtle.ConstantTimeCompare(got[:], want[:]) == 1
+		if s.cfg.PreviousAdminToken != "" && subtle.ConstantTimeCompare(got[:], prev[:]) == 1 {
+			ok = true // the token being rotated out
+		}
+		if !ok {
+			s.lim.failed(ip, now)
 			errorf(w, http.StatusForbidden, CodeForbidden, "wrong admin token")
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/store"
 )
 
@@ -256,4 +257,19 @@ func (c *AdminClient) Decisions(ctx context.Context, limit int) (DecisionsAnswer
 func IsNotFound(err error) bool {
 	var e *APIError
 	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// Revoke records a revocation (POST /v1/admin/revocations) and returns it
+// as recorded, defaults filled in.
+func (c *AdminClient) Revoke(ctx context.Context, spec RevokeSpec) (bus.Revocation, error) {
+	var out bus.Revocation
+	err := c.doJSON(ctx, http.MethodPost, "/v1/admin/revocations", spec, &out)
+	return out, err
+}
+
+// Revocations lists the revocations in force (GET /v1/admin/revocations).
+func (c *AdminClient) Revocations(ctx context.Context) ([]bus.Revocation, error) {
+	var out RevocationList
+	err := c.doJSON(ctx, http.MethodGet, "/v1/admin/revocations", nil, &out)
+	return out.Revocations, err
 }

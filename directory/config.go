@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tetherhq/tether/internal/ratelimit"
 	"github.com/tetherhq/tether/protocol"
 )
 
@@ -54,6 +55,13 @@ type Config struct {
 	// at least 16 bytes, and each service needs a signing key in the
 	// keyring (Deps.Keys).
 	RegistrationSecrets map[string]string `yaml:"registration_secrets"`
+	// PreviousRegistrationSecrets are also accepted, per service, while
+	// a registration secret is rotated: the configuration file adds each
+	// services.<S>.previous_registration_secret. Default: none.
+	PreviousRegistrationSecrets map[string]string `yaml:"previous_registration_secrets"`
+	// PreviousAdminToken is also accepted by the admin API while the admin
+	// token is rotated. Default: none.
+	PreviousAdminToken string `yaml:"previous_admin_token"`
 	// StoreTimeout bounds each store call made by the directory. Default 2s.
 	StoreTimeout time.Duration `yaml:"store_timeout"`
 	// DisableUI turns off the live cluster page at /ui (which answers 404
@@ -63,6 +71,65 @@ type Config struct {
 	// ClientCacheSize is the most client mappings cached in memory (for
 	// ?client= lookups and negotiate). Default 1,000,000.
 	ClientCacheSize int `yaml:"client_cache_size"`
+
+	// Security settings (docs/security.md).
+
+	// RefreshServices are the services whose device tokens /v1/negotiate
+	// refreshes (Bearer <device token>, no body). Default: none; the
+	// configuration file adds the services with token_refresh: true. A
+	// refresh for another service is refused (403 forbidden).
+	RefreshServices []string `yaml:"refresh_services"`
+	// MaxTokenLifetime bounds refreshing: no refreshed token expires later
+	// than this after its chain's first token was issued (its auth_time,
+	// else iat), and a token whose chain is older is not refreshed (401
+	// refresh_limit). Default 720h (30 days).
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
+	// RevocationRefresh is how often the directory reads the revocations
+	// in force from the store, besides hearing new ones on
+	// tether.revocations. Default 30s.
+	RevocationRefresh time.Duration `yaml:"revocation_refresh"`
+	// TLS, when its cert_file is set, serves HTTPS on Listen (and on
+	// AdminListen). The files are read again when they change.
+	TLS TLSConfig `yaml:"tls"`
+	// AdminListen, when set, is a second listener, for an internal
+	// network, that alone serves the admin API and /metrics; Listen then
+	// answers 404 for them. Default: none (everything on Listen). Port 0
+	// picks a free port.
+	AdminListen string `yaml:"admin_listen"`
+	// TrustedProxies are the networks (CIDR) of the proxies or load
+	// balancers in front of the directory: for a request from one of them
+	// the client's address is the last X-Forwarded-For entry that is not
+	// itself a trusted proxy. Default: none (the peer's address).
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AuthFailures is how many failed authentications (wrong admin token,
+	// wrong registration secret, invalid device token) one address may
+	// make in a row before it is locked out of the admin API and
+	// negotiate for Lockout. They are forgiven at AuthFailures per
+	// Lockout. Default 10.
+	AuthFailures int `yaml:"auth_failures"`
+	// Lockout is how long an address that made too many failed
+	// authentications gets 429 rate_limited from the admin API and
+	// negotiate. Default 1m.
+	Lockout time.Duration `yaml:"lockout"`
+	// NegotiateRate is how many /v1/negotiate requests per second one
+	// address may make, sustained. Default 20; negative: no limit. Over
+	// it: 429 rate_limited with Retry-After.
+	NegotiateRate float64 `yaml:"negotiate_rate"`
+	// NegotiateBurst is how many negotiate requests one address may make
+	// at once before NegotiateRate applies. Default 100.
+	NegotiateBurst int `yaml:"negotiate_burst"`
+	// RateLimitsExempt are the networks (CIDR) negotiate's rate limit does
+	// not apply to: your app servers, when they negotiate on behalf of
+	// many devices. Default: none.
+	RateLimitsExempt []string `yaml:"rate_limits_exempt"`
+}
+
+// TLSConfig makes the directory serve HTTPS.
+type TLSConfig struct {
+	// CertFile is the PEM certificate chain; setting it turns HTTPS on.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of CertFile. Required with CertFile.
+	KeyFile string `yaml:"key_file"`
 }
 
 // MinRegistrationSecret is the shortest registration secret accepted, in bytes.
@@ -95,6 +162,24 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ClientCacheSize <= 0 {
 		c.ClientCacheSize = 1_000_000
+	}
+	if c.MaxTokenLifetime <= 0 {
+		c.MaxTokenLifetime = 30 * 24 * time.Hour
+	}
+	if c.RevocationRefresh <= 0 {
+		c.RevocationRefresh = 30 * time.Second
+	}
+	if c.AuthFailures <= 0 {
+		c.AuthFailures = 10
+	}
+	if c.Lockout <= 0 {
+		c.Lockout = time.Minute
+	}
+	if c.NegotiateRate == 0 {
+		c.NegotiateRate = 20
+	}
+	if c.NegotiateBurst <= 0 {
+		c.NegotiateBurst = 100
 	}
 }
 
@@ -132,6 +217,41 @@ func (c Config) Validate() error {
 		if len(c.RegistrationSecrets[svc]) < MinRegistrationSecret {
 			bad("registration_secrets."+svc, "secret is %d bytes, at least %d", len(c.RegistrationSecrets[svc]), MinRegistrationSecret)
 		}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(c.PreviousRegistrationSecrets)) {
+		if len(c.PreviousRegistrationSecrets[svc]) < MinRegistrationSecret {
+			bad("previous_registration_secrets."+svc, "secret is %d bytes, at least %d", len(c.PreviousRegistrationSecrets[svc]), MinRegistrationSecret)
+		}
+	}
+	if c.PreviousAdminToken != "" && c.AdminToken == "" {
+		bad("previous_admin_token", "set, but admin_token is not")
+	}
+	if c.AdminListen != "" {
+		if _, port, err := net.SplitHostPort(c.AdminListen); err != nil {
+			bad("admin_listen", "%q: %w", c.AdminListen, err)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad("admin_listen", "%q: bad port %q", c.AdminListen, port)
+		}
+		if c.Listen == ListenNone {
+			bad("admin_listen", "set, but listen is %q", ListenNone)
+		}
+	}
+	for i, svc := range c.RefreshServices {
+		if err := protocol.ValidName(svc); err != nil {
+			bad(fmt.Sprintf("refresh_services[%d]", i), "%w", err)
+		}
+	}
+	if c.MaxTokenLifetime < c.TokenTTL {
+		bad("max_token_lifetime", "%v is shorter than token_ttl %v", c.MaxTokenLifetime, c.TokenTTL)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	if _, err := ratelimit.ParseNetworks("directory.trusted_proxies", c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ratelimit.ParseNetworks("directory.rate_limits_exempt", c.RateLimitsExempt); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

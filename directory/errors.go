@@ -37,6 +37,9 @@ const (
 	CodeAdminDisabled    = "admin_disabled"          // 404: no admin_token configured
 	CodeNegotiateOff     = "negotiate_disabled"      // 404: no keyring, or no secret for the service
 	CodeInternal         = "internal"                // 500
+	CodeRateLimited      = "rate_limited"            // 429: too many requests, or locked out after failed authentications
+	CodeRefreshLimit     = "refresh_limit"           // 401: the token's chain is older than max_token_lifetime
+	CodeRevoked          = "revoked"                 // 401: refresh with a revoked token
 )
 
 // apiError is the JSON body of every error answer.

@@ -82,6 +82,7 @@ func testConfig() directory.Config {
 		HeartbeatInterval:   30 * time.Second,
 		RefreshInterval:     10 * time.Second,
 		RegistrationSecrets: regSecrets,
+		RefreshServices:     []string{"vacuum", "tv"},
 	}
 }
 

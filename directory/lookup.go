@@ -14,21 +14,33 @@ import (
 	"github.com/tetherhq/tether/protocol"
 )
 
-// routes builds the handler. Every path answers wrong methods with a JSON
-// 405 and an Allow header, and unknown paths with a JSON 404.
-func (s *Server) routes() http.Handler {
+// What a listener serves (routes).
+const (
+	servePublic = 1 << iota // lookups, negotiate, /healthz
+	serveAdmin              // the admin API, /metrics, /ui/, /healthz
+	serveAll    = servePublic | serveAdmin
+)
+
+// routes builds the handler of a listener serving what. Every path answers
+// wrong methods with a JSON 405 and an Allow header, and unknown paths with
+// a JSON 404.
+func (s *Server) routes(what int) http.Handler {
 	mux := http.NewServeMux()
-	handle(mux, "/v1/nodes", methods{http.MethodGet: cors(s.handleNodes), http.MethodOptions: preflight})
-	handle(mux, "/v1/map", methods{http.MethodGet: cors(s.handleMap), http.MethodOptions: preflight})
-	handle(mux, "/v1/negotiate", methods{http.MethodPost: s.handleNegotiate})
-	handle(mux, "/healthz", methods{http.MethodGet: s.handleHealth})
-	metricsHandler := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
-	handle(mux, "/metrics", methods{http.MethodGet: metricsHandler.ServeHTTP})
-	if s.ui != nil {
-		mux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
-		mux.Handle("/ui/", http.StripPrefix("/ui", s.ui))
+	if what&servePublic != 0 {
+		handle(mux, "/v1/nodes", methods{http.MethodGet: cors(s.handleNodes), http.MethodOptions: preflight})
+		handle(mux, "/v1/map", methods{http.MethodGet: cors(s.handleMap), http.MethodOptions: preflight})
+		handle(mux, "/v1/negotiate", methods{http.MethodPost: s.handleNegotiate})
 	}
-	mux.Handle("/v1/admin/", s.adminRoutes())
+	handle(mux, "/healthz", methods{http.MethodGet: s.handleHealth})
+	if what&serveAdmin != 0 {
+		metricsHandler := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
+		handle(mux, "/metrics", methods{http.MethodGet: metricsHandler.ServeHTTP})
+		if s.ui != nil {
+			mux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+			mux.Handle("/ui/", http.StripPrefix("/ui", s.ui))
+		}
+		mux.Handle("/v1/admin/", s.adminRoutes())
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		errorf(w, http.StatusNotFound, CodeNotFound, "no such path: "+r.URL.Path)
 	})

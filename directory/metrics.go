@@ -46,6 +46,7 @@ type metrics struct {
 	negotiated    atomic.Uint64
 	storeResets   atomic.Uint64
 	reseeds       atomic.Uint64
+	refused       atomic.Uint64 // refreshes refused: revoked, past max_token_lifetime
 }
 
 // count records one lookup answer.
@@ -76,6 +77,8 @@ type collector struct {
 	notModified, unavailable, refreshes, refreshErrors        *prometheus.Desc
 	reaped, reapErrors, negotiations, storeResets, reseeds    *prometheus.Desc
 	stale, mapVersion, liveNodes, cacheEntries, nodes, served *prometheus.Desc
+	// Security (docs/security.md).
+	refreshRefused, authFailures, lockouts, rateLimited, revocations *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -83,30 +86,35 @@ func newCollector(s *Server) *collector {
 		return prometheus.NewDesc("tether_directory_"+name, help, labels, nil)
 	}
 	return &collector{
-		s:             s,
-		lookups:       d("lookups_total", "Lookup and map answers by status class.", "class"),
-		requests:      d("requests_total", "Lookup, map and negotiate answers by form (service, client, service_client, map, negotiate, invalid) and HTTP status.", "form", "status"),
-		notModified:   d("not_modified_total", "Lookups answered 304."),
-		unavailable:   d("unavailable_total", "Lookups answered 503 (no live node, store down, not ready)."),
-		refreshes:     d("refreshes_total", "Map reloads from the store."),
-		refreshErrors: d("refresh_errors_total", "Failed map reloads."),
-		reaped:        d("reaped_connections_total", "Connections of dead nodes reaped by this directory."),
-		reapErrors:    d("reap_errors_total", "Failed attempts to reap dead nodes' connections."),
-		negotiations:  d("negotiations_total", "Tokens issued by /v1/negotiate."),
-		storeResets:   d("store_resets_total", "Times the store was found to have lost its data (its epoch changed)."),
-		reseeds:       d("reseeds_total", "Times this directory applied the seed to an empty store."),
-		stale:         d("stale", "1 while the store is unavailable and answers come from a stale map."),
-		mapVersion:    d("map_version", "Version of the served map."),
-		liveNodes:     d("live_nodes", "Nodes listed (live and active) in the served map."),
-		cacheEntries:  d("client_cache_entries", "Client mappings cached."),
-		nodes:         d("nodes", "Nodes in the served map."),
-		served:        d("services", "Services in the served map."),
+		s:              s,
+		lookups:        d("lookups_total", "Lookup and map answers by status class.", "class"),
+		requests:       d("requests_total", "Lookup, map and negotiate answers by form (service, client, service_client, map, negotiate, invalid) and HTTP status.", "form", "status"),
+		notModified:    d("not_modified_total", "Lookups answered 304."),
+		unavailable:    d("unavailable_total", "Lookups answered 503 (no live node, store down, not ready)."),
+		refreshes:      d("refreshes_total", "Map reloads from the store."),
+		refreshErrors:  d("refresh_errors_total", "Failed map reloads."),
+		reaped:         d("reaped_connections_total", "Connections of dead nodes reaped by this directory."),
+		reapErrors:     d("reap_errors_total", "Failed attempts to reap dead nodes' connections."),
+		negotiations:   d("negotiations_total", "Tokens issued by /v1/negotiate."),
+		refreshRefused: d("refresh_refused_total", "Token refreshes refused: revoked, or past max_token_lifetime."),
+		authFailures:   d("auth_failures_total", "Failed authentications: wrong admin token, wrong registration secret, invalid device token."),
+		lockouts:       d("lockouts_total", "Addresses locked out after too many failed authentications."),
+		rateLimited:    d("rate_limited_total", "Requests answered 429 (negotiate rate, lockouts)."),
+		revocations:    d("revocations", "Revocations in force known to this directory."),
+		storeResets:    d("store_resets_total", "Times the store was found to have lost its data (its epoch changed)."),
+		reseeds:        d("reseeds_total", "Times this directory applied the seed to an empty store."),
+		stale:          d("stale", "1 while the store is unavailable and answers come from a stale map."),
+		mapVersion:     d("map_version", "Version of the served map."),
+		liveNodes:      d("live_nodes", "Nodes listed (live and active) in the served map."),
+		cacheEntries:   d("client_cache_entries", "Client mappings cached."),
+		nodes:          d("nodes", "Nodes in the served map."),
+		served:         d("services", "Services in the served map."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.lookups, c.requests, c.notModified, c.unavailable, c.refreshes, c.refreshErrors,
-		c.reaped, c.reapErrors, c.negotiations, c.storeResets, c.reseeds, c.stale, c.mapVersion, c.liveNodes, c.cacheEntries, c.nodes, c.served} {
+		c.reaped, c.reapErrors, c.negotiations, c.refreshRefused, c.authFailures, c.lockouts, c.rateLimited, c.revocations, c.storeResets, c.reseeds, c.stale, c.mapVersion, c.liveNodes, c.cacheEntries, c.nodes, c.served} {
 		ch <- d
 	}
 }
@@ -137,6 +145,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.reaped, uint64(s.reaper.Reaped()))
 	counter(c.reapErrors, uint64(s.reaper.Failures()))
 	counter(c.negotiations, m.negotiated.Load())
+	counter(c.refreshRefused, m.refused.Load())
+	counter(c.authFailures, s.lim.failures.Load())
+	counter(c.lockouts, s.lim.lockouts.Load())
+	counter(c.rateLimited, s.lim.limited.Load())
+	gauge(c.revocations, float64(s.revoked.Len()))
 	counter(c.storeResets, m.storeResets.Load())
 	counter(c.reseeds, m.reseeds.Load())
 	sn, hl := s.snap.Load(), s.health.Load()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,11 +65,26 @@ func unauthorized(w http.ResponseWriter, code, msg string) {
 //     default tier. For app servers that front the directory (17th
 //     embodiment), or devices that hold the secret (16th).
 //   - Authorization: Bearer <device token>, no body: issues a fresh token
-//     with the same service, device, tier and groups.
+//     with the same service, device, tier and groups, for the services in
+//     RefreshServices, never past MaxTokenLifetime from the first token of
+//     its chain, and never for a revoked one.
+//
+// An address that fails to authenticate too often is locked out, and
+// negotiate is rate-limited per address (Config.AuthFailures,
+// NegotiateRate).
 func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 	w.Header()["Cache-Control"] = hdrNoStore
 	if s.keys == nil {
 		errorf(w, http.StatusNotFound, CodeNegotiateOff, "negotiate is not enabled on this directory (no keyring)")
+		return
+	}
+	now := time.Now()
+	ip, ok := s.lim.guard(w, r, now)
+	if !ok {
+		return
+	}
+	if !s.lim.negotiate(ip, now) {
+		s.lim.tooMany(w, time.Second, "too many negotiate requests from your address; retry later")
 		return
 	}
 	cred, ok := bearer(r)
@@ -88,6 +104,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 	}
 	var service, device, tier string
 	var groups []string
+	var chain token.IssueOptions // a refresh continues its token's chain
 	if len(bytes.TrimSpace(body)) == 0 {
 		// Refresh with a device token.
 		c, err := s.keys.Verify(cred)
@@ -95,11 +112,30 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 			if errors.Is(err, token.ErrExpired) {
 				unauthorized(w, CodeTokenExpired, "the device token has expired; negotiate again with the registration secret")
 			} else {
+				s.lim.failed(ip, now)
 				unauthorized(w, CodeUnauthorized, "the bearer token is not a valid device token (and no body was sent for a registration)")
 			}
 			return
 		}
 		service, device, tier, groups = c.Service, c.Device(), c.Tier, c.Groups
+		if !s.refresh[service] {
+			writeError(w, http.StatusForbidden, apiError{Code: CodeForbidden, Service: service,
+				Message: "token refresh is not enabled for service " + service + " (services." + service + ".token_refresh)"})
+			return
+		}
+		if err := s.revoked.Check(c); err != nil {
+			s.metrics.refused.Add(1)
+			unauthorized(w, CodeRevoked, "the device token is revoked; the device needs a new registration")
+			return
+		}
+		first := c.FirstIssued()
+		limit := first.Add(s.cfg.MaxTokenLifetime)
+		if first.IsZero() || !now.Before(limit) {
+			s.metrics.refused.Add(1)
+			unauthorized(w, CodeRefreshLimit, "the device token's chain began more than max_token_lifetime ("+s.cfg.MaxTokenLifetime.String()+") ago, or it has no iat; negotiate again with the registration secret")
+			return
+		}
+		chain = token.IssueOptions{FirstIssued: first, NotAfter: limit}
 		if sn.services[service] == nil {
 			writeError(w, http.StatusNotFound, apiError{Code: CodeUnknownService, Service: service, Message: "service " + service + " is not in the map"})
 			return
@@ -122,6 +158,10 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+		if max := s.keys.Limits().MaxGroups; len(req.Groups) > max {
+			errorf(w, http.StatusBadRequest, CodeBadRequest, "groups: "+strconv.Itoa(len(req.Groups))+", at most "+strconv.Itoa(max)+" (tokens.max_groups)")
+			return
+		}
 		for _, g := range req.Groups {
 			if err := protocol.ValidName(g); err != nil {
 				errorf(w, http.StatusBadRequest, CodeInvalidName, "groups: "+err.Error())
@@ -132,7 +172,12 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		want, hasSecret := s.secrets[service]
 		if hasSecret {
 			got := sha256.Sum256([]byte(cred))
-			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			ok := subtle.ConstantTimeCompare(got[:], want[:]) == 1
+			if prev, has := s.prevSecrets[service]; has && subtle.ConstantTimeCompare(got[:], prev[:]) == 1 {
+				ok = true // the secret being rotated out
+			}
+			if !ok {
+				s.lim.failed(ip, now)
 				unauthorized(w, CodeUnauthorized, "wrong registration secret for service "+service)
 				return
 			}
@@ -178,7 +223,12 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		s.noLiveNodes(w, g, formNegotiate)
 		return
 	}
-	raw, err := s.keys.Issue(service, device, token.IssueOptions{Tier: tier, Groups: groups, TTL: s.cfg.TokenTTL})
+	chain.Tier, chain.Groups, chain.TTL = tier, groups, s.cfg.TokenTTL
+	raw, err := s.keys.Issue(service, device, chain)
+	if errors.Is(err, token.ErrTooLarge) {
+		errorf(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return
+	}
 	if err != nil {
 		s.log.Error("negotiate: issue token", "service", service, "err", err)
 		errorf(w, http.StatusInternalServerError, CodeInternal, "cannot issue a token for service "+service)

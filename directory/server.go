@@ -3,6 +3,7 @@ package directory
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/internal/certs"
 	"github.com/tetherhq/tether/membership"
 	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/token"
@@ -76,6 +78,12 @@ type Server struct {
 	ui      http.Handler
 
 	secrets map[string][32]byte // service -> SHA-256 of its registration secret
+	// prevSecrets are the registration secrets being rotated out.
+	prevSecrets map[string][32]byte
+	refresh     map[string]bool // services whose tokens negotiate refreshes
+	revoked     *token.Revocations
+	lim         *limits
+	certs       *certs.Reloader
 
 	handler   http.Handler
 	maxAge    []string // Cache-Control of lookups
@@ -84,12 +92,16 @@ type Server struct {
 	refreshMu sync.Mutex    // one refresh at a time
 	kick      chan struct{} // asks the refresh loop for a refresh now
 
-	ln      net.Listener
-	hs      *http.Server
-	url     string
-	sub     *nats.Subscription
-	started atomic.Bool
-	quit    chan struct{}
+	ln        net.Listener
+	hs        *http.Server
+	url       string
+	adminLn   net.Listener
+	adminHs   *http.Server
+	adminURL  string
+	sub       *nats.Subscription
+	revokeSub *nats.Subscription
+	started   atomic.Bool
+	quit      chan struct{}
 	// loopCtx is cancelled by Shutdown, ending the loops' store calls.
 	loopCtx    context.Context
 	loopCancel context.CancelFunc
@@ -154,6 +166,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		ttl:      store.DeadAfter(cfg.HeartbeatInterval),
 		freshFor: int64(cfg.RefreshInterval + (cfg.HeartbeatInterval+time.Second-cfg.RefreshInterval)/2),
 		secrets:  make(map[string][32]byte, len(cfg.RegistrationSecrets)),
+		refresh:  make(map[string]bool, len(cfg.RefreshServices)),
+		revoked:  token.NewRevocations(),
+		lim:      newLimits(cfg),
 		kick:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		seed:     d.Seed,
@@ -184,6 +199,26 @@ func New(cfg Config, d Deps) (*Server, error) {
 	for svc, secret := range cfg.RegistrationSecrets {
 		s.secrets[svc] = sha256.Sum256([]byte(secret))
 	}
+	s.prevSecrets = make(map[string][32]byte, len(cfg.PreviousRegistrationSecrets))
+	for svc, secret := range cfg.PreviousRegistrationSecrets {
+		if _, ok := s.secrets[svc]; !ok {
+			return nil, fmt.Errorf("directory.previous_registration_secrets.%s: the service has no current registration secret", svc)
+		}
+		s.prevSecrets[svc] = sha256.Sum256([]byte(secret))
+	}
+	for _, svc := range cfg.RefreshServices {
+		if d.Keys == nil || !d.Keys.HasService(svc) {
+			return nil, fmt.Errorf("directory.refresh_services: the keyring has no key for service %q", svc)
+		}
+		s.refresh[svc] = true
+	}
+	if cfg.TLS.CertFile != "" {
+		var err error
+		s.certs, err = certs.New(certs.Files{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, NextProtos: []string{"h2", "http/1.1"}}, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("directory.tls: %w", err)
+		}
+	}
 	s.clients.max = int64(cfg.ClientCacheSize)
 	s.clients.ttl = int64(cfg.RefreshInterval)
 	if cfg.MaxAge > 0 {
@@ -193,7 +228,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.retryWait = []string{strconv.Itoa(max(1, int((cfg.RefreshInterval+time.Second-1)/time.Second)))}
 	s.health.Store(&health{storeOK: true})
-	s.handler = s.routes()
+	s.handler = s.routes(serveAll)
 	return s, nil
 }
 
@@ -202,9 +237,18 @@ func New(cfg Config, d Deps) (*Server, error) {
 // background loops.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// URL returns the base http:// URL of the listener (valid after Start; ""
-// without a listener).
+// URL returns the base http:// (or https://) URL of the listener (valid
+// after Start; "" without a listener).
 func (s *Server) URL() string { return s.url }
+
+// AdminURL returns the base URL of the admin listener (Config.AdminListen;
+// valid after Start), or URL when there is none.
+func (s *Server) AdminURL() string {
+	if s.adminURL != "" {
+		return s.adminURL
+	}
+	return s.url
+}
 
 // Start loads the map (once, bounded by StoreTimeout: a store that does
 // not answer yet is retried in the background while lookups answer 503
@@ -220,7 +264,16 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("directory: listen %s: %w", s.cfg.Listen, err)
 		}
 		s.ln = ln
-		s.url = baseURL(ln.Addr())
+		s.url = baseURL(ln.Addr(), s.certs != nil)
+	}
+	if s.cfg.AdminListen != "" {
+		ln, err := net.Listen("tcp", s.cfg.AdminListen)
+		if err != nil {
+			s.closeListener()
+			return fmt.Errorf("directory: listen %s: %w", s.cfg.AdminListen, err)
+		}
+		s.adminLn = ln
+		s.adminURL = baseURL(ln.Addr(), s.certs != nil)
 	}
 	if err := s.Refresh(ctx); err != nil {
 		s.log.Warn("first map load failed; retrying in the background", "err", err)
@@ -243,47 +296,87 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("directory: subscribe %s: %w", s.subj.MapChanged(), err)
 		}
 		s.sub = sub
+		if s.revokeSub, err = s.nc.Subscribe(s.subj.Revocations(), s.onRevocation); err != nil {
+			_ = sub.Unsubscribe()
+			s.closeListener()
+			return fmt.Errorf("directory: subscribe %s: %w", s.subj.Revocations(), err)
+		}
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = s.nc.FlushWithContext(fctx)
 		cancel()
 		if err != nil {
 			_ = sub.Unsubscribe()
+			_ = s.revokeSub.Unsubscribe()
 			s.closeListener()
 			return fmt.Errorf("directory: NATS flush: %w", err)
 		}
 	}
+	if err := s.loadRevocations(ctx); err != nil {
+		s.log.Warn("loading revocations failed; retrying in the background", "err", err)
+	}
 	s.goLoop(s.refreshLoop)
 	s.goLoop(s.reapLoop)
+	s.goLoop(s.revocationLoop)
 	if s.ln != nil {
-		s.hs = &http.Server{
-			Handler:           s.handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		h := s.handler
+		if s.adminLn != nil {
+			h = s.routes(servePublic)
 		}
-		s.goLoop(func() {
-			if err := s.hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("HTTP server failed", "err", err)
-			}
-		})
+		s.hs = s.serve(s.ln, h)
 	}
-	s.log.Info("directory started", "url", s.url, "map_version", s.snapVersion())
+	if s.adminLn != nil {
+		s.adminHs = s.serve(s.adminLn, s.routes(serveAdmin))
+	}
+	s.log.Info("directory started", "url", s.url, "admin_url", s.adminURL, "map_version", s.snapVersion())
 	return nil
 }
+
+// serve runs an HTTP server for h on ln, with HTTPS when configured. The
+// limits bound what one client can make a directory hold: a request head
+// of at most 16 KiB (net/http answers 431 beyond), read within 10s, a
+// whole request within 30s.
+func (s *Server) serve(ln net.Listener, h http.Handler) *http.Server {
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.certs != nil {
+		hs.TLSConfig = s.certs.Config()
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	}
+	s.goLoop(func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("HTTP server failed", "err", err)
+		}
+	})
+	return hs
+}
+
+// MaxHeaderBytes bounds the request line and headers of a request to the
+// directory (net/http allows 4 KiB on top, and answers 431 beyond).
+const MaxHeaderBytes = 16 << 10
 
 func (s *Server) closeListener() {
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}
+	if s.adminLn != nil {
+		_ = s.adminLn.Close()
+	}
 }
 
-func baseURL(a net.Addr) string {
+func baseURL(a net.Addr, tls bool) string {
 	host, port, _ := net.SplitHostPort(a.String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
+	}
+	if tls {
+		return "https://" + net.JoinHostPort(host, port)
 	}
 	return "http://" + net.JoinHostPort(host, port)
 }
@@ -321,10 +414,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.sub != nil {
 			_ = s.sub.Unsubscribe()
 		}
-		if s.hs != nil {
-			if err := s.hs.Shutdown(ctx); err != nil {
+		if s.revokeSub != nil {
+			_ = s.revokeSub.Unsubscribe()
+		}
+		for _, hs := range []*http.Server{s.hs, s.adminHs} {
+			if hs == nil {
+				continue
+			}
+			if err := hs.Shutdown(ctx); err != nil {
 				s.stopErr = fmt.Errorf("directory: shutdown: %w", err)
-				_ = s.hs.Close()
+				_ = hs.Close()
 			}
 		}
 		s.wg.Wait()
@@ -448,6 +547,7 @@ func (s *Server) refreshLoop() {
 			// the store is down.
 			s.clients.sweep(time.Now().Add(-max(time.Minute, 10*s.cfg.RefreshInterval)).UnixNano())
 		}
+		s.lim.sweep(time.Now())
 	}
 }
 

@@ -142,6 +142,7 @@ services:
 node:
   id: victim
   listen: 127.0.0.1:0
+  cluster_secret: test-cluster-secret-0123456789
   heartbeat_interval: %s
 store:
   redis:

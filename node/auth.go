@@ -26,6 +26,18 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 		}
 		return
 	}
+	if err := n.revoked.Check(claims); err != nil {
+		n.metrics.authFailed.Add(1)
+		n.metrics.revoked.Add(1)
+		c.fail(protocol.CloseRevoked, protocol.ErrRevoked, err.Error())
+		return
+	}
+	if n.cfg.TLS.BindDevice && c.certName != "" && c.certName != claims.Subject {
+		n.metrics.authFailed.Add(1)
+		c.fail(protocol.CloseForbidden, protocol.ErrForbidden,
+			fmt.Sprintf("the token is for device %q, the client certificate for %q", claims.Subject, c.certName))
+		return
+	}
 	if service != "" && service != claims.Service {
 		n.metrics.authFailed.Add(1)
 		c.fail(protocol.CloseForbidden, protocol.ErrForbidden,
@@ -43,6 +55,10 @@ func (n *Node) authenticate(c *conn, raw, service string) {
 	c.id = n.cfg.ID + "." + n.boot + strconv.FormatUint(n.connSeq.Add(1), 36)
 	c.service, c.device, c.tier, c.groups = claims.Service, claims.Subject, claims.Tier, claims.Groups
 	c.svcm, c.tierIdx = n.metrics.svcs[c.service], n.metrics.tierIndex(c.tier)
+	c.tokenID = claims.ID
+	if f := claims.FirstIssued(); !f.IsZero() {
+		c.first = f.Unix()
+	}
 	// A connection is as old as its socket: an attempt the device gave up
 	// on (no welcome in time) but that the node authenticates late is
 	// older than the attempt that replaced it, and never takes over.
@@ -103,6 +119,14 @@ func (n *Node) activate(c *conn, err error) {
 	// after the welcome, and one sent once the device has the welcome
 	// finds it.
 	n.hub.add(c)
+	if n.revoked.CheckIdentity(c.service, c.device, c.tokenID, c.firstIssued()) != nil {
+		// Revoked since its token was checked: Revoke, which records a
+		// revocation before it looks through the hub, may have looked
+		// before c was in it.
+		n.hub.remove(c)
+		n.closeRevoked(c)
+		return
+	}
 	if !n.cfg.MultipleConnections {
 		if by, ok := n.superseded(c); ok {
 			n.hub.remove(c)
@@ -123,6 +147,7 @@ func (n *Node) activate(c *conn, err error) {
 	n.preMu.Lock()
 	delete(n.pre, c)
 	n.preMu.Unlock()
+	n.addrAuthenticated(c)
 	n.metrics.authenticated.Add(1)
 	n.interest.add(c)
 	if c.svcm != nil {
@@ -172,6 +197,7 @@ func (n *Node) finish(c *conn) {
 	n.preMu.Lock()
 	delete(n.pre, c)
 	n.preMu.Unlock()
+	n.releaseAddr(c)
 	if c.subState.Swap(subReleased) == subHeld {
 		// A replaced connection's device is elsewhere already: its own
 		// subject (the first) goes at once.

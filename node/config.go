@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strings"
@@ -130,7 +131,105 @@ type Config struct {
 	// announced. Defaults 1,000,000 and 256 MiB.
 	MaxQueuedPushes int `yaml:"max_queued_pushes"`
 	MaxQueuedBytes  int `yaml:"max_queued_bytes"`
+
+	// Security settings (docs/security.md).
+
+	// TLS, when its cert_file is set, makes the node serve wss:// itself.
+	// Default: plain ws:// (put a TLS proxy in front).
+	TLS TLSConfig `yaml:"tls"`
+	// MaxHandshakeLineBytes caps the request line and each header line of
+	// the WebSocket handshake. Default 8 KiB. A longer request line is
+	// answered 414, a longer header line 431, and the connection closed.
+	MaxHandshakeLineBytes int `yaml:"max_handshake_line_bytes"`
+	// MaxHandshakeBytes caps the whole handshake request (request line and
+	// headers). Default 16 KiB. Larger: 431 and the connection closed.
+	MaxHandshakeBytes int `yaml:"max_handshake_bytes"`
+	// MaxConnsPerAddress caps the connections open at once from one source
+	// address (an IPv6 /64 counts as one address), authenticated or not.
+	// Default 1024; negative: no cap. Over it: 429 and the connection closed.
+	MaxConnsPerAddress int `yaml:"max_conns_per_address"`
+	// MaxUnauthenticatedPerAddress caps the connections of one source
+	// address that have not authenticated yet. Default 64; negative: no
+	// cap. Over it: 429 and the connection closed.
+	MaxUnauthenticatedPerAddress int `yaml:"max_unauthenticated_per_address"`
+	// ConnRatePerAddress is how many new connections per second one source
+	// address may open, sustained. Default 20; negative: no limit. Over
+	// it: 429 and the connection closed.
+	ConnRatePerAddress float64 `yaml:"conn_rate_per_address"`
+	// ConnBurstPerAddress is how many new connections one source address
+	// may open at once before ConnRatePerAddress applies. Default 100.
+	ConnBurstPerAddress int `yaml:"conn_burst_per_address"`
+	// AddressLimitsExempt lists the networks (CIDR) the per-address limits
+	// do not apply to: a TLS proxy or load balancer in front of the node,
+	// whose one address carries every device. Default: the loopback
+	// networks 127.0.0.0/8 and ::1/128; [] exempts nothing.
+	AddressLimitsExempt []string `yaml:"address_limits_exempt"`
+	// UpstreamRate is how many frames per second one connection may send
+	// (upstream messages, application pings, anything but acks),
+	// sustained. Default 20; negative: no limit. A frame over it is
+	// dropped and answered with a rate_limited error.
+	UpstreamRate float64 `yaml:"upstream_rate"`
+	// UpstreamBurst is how many frames a connection may send at once
+	// before UpstreamRate applies. Default 100.
+	UpstreamBurst int `yaml:"upstream_burst"`
+	// ReplyPrefixes are the reply subjects the node answers pushes on:
+	// a push whose reply subject starts with none of them is refused
+	// (counted and logged, never answered and never delivered), so that
+	// an app cannot have a node publish on another service's subjects or
+	// inboxes. "{service}" stands for the push's service. Default
+	// ["_INBOX_{service}."]. Add "_INBOX." to accept the default inboxes
+	// of plain NATS clients (any app could then have its receipts sent to
+	// another app's inbox).
+	ReplyPrefixes []string `yaml:"reply_prefixes"`
+	// RevocationRefresh is how often the node reads the revocations in
+	// force from the store again, to catch up on announcements it missed
+	// (a NATS outage). Default 30s.
+	RevocationRefresh time.Duration `yaml:"revocation_refresh"`
+	// ExtraClusterSecrets are also accepted on takeover messages, never
+	// used to sign them: to rotate ClusterSecret without disconnecting
+	// anyone (docs/security.md). Default: none.
+	ExtraClusterSecrets []string `yaml:"extra_cluster_secrets"`
+	// AllowUnsignedTakeovers lets a node that registers in a shared store
+	// run without ClusterSecret. Default false: such a node refuses to
+	// start, because any app allowed to push to a device could then close
+	// its connection for good (4005 is terminal).
+	AllowUnsignedTakeovers bool `yaml:"allow_unsigned_takeovers"`
 }
+
+// TLSConfig makes a node serve wss://. The certificate and key files are
+// read again when they change (checked at most once a second), so a
+// renewed certificate is used without a restart.
+type TLSConfig struct {
+	// CertFile is the PEM certificate chain. Setting it turns TLS on.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of CertFile. Required with CertFile.
+	KeyFile string `yaml:"key_file"`
+	// ClientCAFile is a PEM bundle of the CAs that sign devices' client
+	// certificates. Default: none (no client certificates asked).
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientAuth says what to do with client certificates when
+	// ClientCAFile is set: "request" (default: verified when presented,
+	// devices without one authenticate with their token as usual) or
+	// "require" (a device without a valid certificate fails the TLS
+	// handshake).
+	ClientAuth string `yaml:"client_auth"`
+	// BindDevice, with ClientCAFile, requires that a device presenting a
+	// client certificate authenticates with a token for the device its
+	// certificate names (subject common name = the token's sub): a stolen
+	// token is then useless without the device's private key. A mismatch
+	// is refused with forbidden (4003). Default false.
+	BindDevice bool `yaml:"bind_device"`
+}
+
+// Client certificate policies (TLSConfig.ClientAuth).
+const (
+	ClientAuthRequest = "request"
+	ClientAuthRequire = "require"
+)
+
+// DefaultReplyPrefix is the default of Config.ReplyPrefixes: each
+// service's own inbox prefix (bus.Subjects.Inbox), followed by a dot.
+const DefaultReplyPrefix = "_INBOX_{service}."
 
 func (c *Config) applyDefaults() {
 	if c.Listen == "" {
@@ -199,6 +298,42 @@ func (c *Config) applyDefaults() {
 	if c.Tiers == nil {
 		c.Tiers = []string{"free", "paid"}
 	}
+	if c.RevocationRefresh <= 0 {
+		c.RevocationRefresh = 30 * time.Second
+	}
+	if c.MaxHandshakeLineBytes <= 0 {
+		c.MaxHandshakeLineBytes = 8 << 10
+	}
+	if c.MaxHandshakeBytes <= 0 {
+		c.MaxHandshakeBytes = 16 << 10
+	}
+	if c.MaxConnsPerAddress == 0 {
+		c.MaxConnsPerAddress = 1024
+	}
+	if c.MaxUnauthenticatedPerAddress == 0 {
+		c.MaxUnauthenticatedPerAddress = 64
+	}
+	if c.ConnRatePerAddress == 0 {
+		c.ConnRatePerAddress = 20
+	}
+	if c.ConnBurstPerAddress <= 0 {
+		c.ConnBurstPerAddress = 100
+	}
+	if c.AddressLimitsExempt == nil {
+		c.AddressLimitsExempt = []string{"127.0.0.0/8", "::1/128"}
+	}
+	if c.UpstreamRate == 0 {
+		c.UpstreamRate = 20
+	}
+	if c.UpstreamBurst <= 0 {
+		c.UpstreamBurst = 100
+	}
+	if len(c.ReplyPrefixes) == 0 {
+		c.ReplyPrefixes = []string{DefaultReplyPrefix}
+	}
+	if c.TLS.CertFile != "" && c.TLS.ClientCAFile != "" && c.TLS.ClientAuth == "" {
+		c.TLS.ClientAuth = ClientAuthRequest
+	}
 }
 
 // ShutdownGraceOrDefault returns ShutdownGrace, or its default when unset.
@@ -238,6 +373,14 @@ func (c Config) Validate() error {
 	if c.ClusterSecret != "" && len(c.ClusterSecret) < 16 {
 		errs = append(errs, fmt.Errorf("node.cluster_secret: %d bytes, at least 16", len(c.ClusterSecret)))
 	}
+	for i, s := range c.ExtraClusterSecrets {
+		if len(s) < 16 {
+			errs = append(errs, fmt.Errorf("node.extra_cluster_secrets[%d]: %d bytes, at least 16", i, len(s)))
+		}
+	}
+	if len(c.ExtraClusterSecrets) > 0 && c.ClusterSecret == "" {
+		errs = append(errs, errors.New("node.extra_cluster_secrets: set, but node.cluster_secret is not"))
+	}
 	if c.AckTimeout > c.MaxAckTimeout {
 		errs = append(errs, fmt.Errorf("node.ack_timeout: %v exceeds max_ack_timeout %v", c.AckTimeout, c.MaxAckTimeout))
 	}
@@ -254,5 +397,60 @@ func (c Config) Validate() error {
 	if c.Capacity < 0 {
 		errs = append(errs, errors.New("node.capacity: negative"))
 	}
+	if c.MaxHandshakeLineBytes < 1024 {
+		errs = append(errs, fmt.Errorf("node.max_handshake_line_bytes: %d is below 1024", c.MaxHandshakeLineBytes))
+	}
+	if c.MaxHandshakeBytes < c.MaxHandshakeLineBytes {
+		errs = append(errs, fmt.Errorf("node.max_handshake_bytes: %d is below max_handshake_line_bytes %d", c.MaxHandshakeBytes, c.MaxHandshakeLineBytes))
+	}
+	for i, cidr := range c.AddressLimitsExempt {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			errs = append(errs, fmt.Errorf("node.address_limits_exempt[%d]: %q is not a CIDR network: %w", i, cidr, err))
+		}
+	}
+	for i, p := range c.ReplyPrefixes {
+		if err := validReplyPrefix(p); err != nil {
+			errs = append(errs, fmt.Errorf("node.reply_prefixes[%d]: %w", i, err))
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("node.tls: cert_file and key_file go together"))
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		errs = append(errs, errors.New("node.tls.client_ca_file: needs cert_file and key_file (client certificates need TLS)"))
+	}
+	if a := c.TLS.ClientAuth; a != "" && a != ClientAuthRequest && a != ClientAuthRequire {
+		errs = append(errs, fmt.Errorf("node.tls.client_auth: %q is not %q or %q", a, ClientAuthRequest, ClientAuthRequire))
+	} else if a != "" && c.TLS.ClientCAFile == "" {
+		errs = append(errs, errors.New("node.tls.client_auth: needs client_ca_file"))
+	}
+	if c.TLS.BindDevice && c.TLS.ClientCAFile == "" {
+		errs = append(errs, errors.New("node.tls.bind_device: needs client_ca_file"))
+	}
+	if c.TLS.CertFile != "" && c.PublicURL != "" && strings.HasPrefix(c.PublicURL, "ws://") {
+		errs = append(errs, fmt.Errorf("node.public_url: %q is ws:// but the node serves TLS (node.tls); use wss://", c.PublicURL))
+	}
 	return errors.Join(errs...)
+}
+
+// validReplyPrefix checks one entry of node.reply_prefixes: a subject
+// prefix ending with a dot, without wildcards or spaces, in which
+// "{service}", if present, is a whole token or the end of one.
+func validReplyPrefix(p string) error {
+	if !strings.HasSuffix(p, ".") || len(p) < 2 {
+		return fmt.Errorf("%q must end with a dot and name at least one token", p)
+	}
+	toks := strings.Split(strings.TrimSuffix(p, "."), ".")
+	for _, t := range toks {
+		if t == "" || t == "*" || t == ">" || strings.ContainsAny(t, "*> \t\r\n") {
+			return fmt.Errorf("%q has an empty token, a wildcard or a space", p)
+		}
+		if strings.Count(t, "{service}") > 1 || (strings.Contains(t, "{service}") && !strings.HasSuffix(t, "{service}")) {
+			return fmt.Errorf("%q: {service} must end its token", p)
+		}
+		if strings.ContainsAny(strings.ReplaceAll(t, "{service}", ""), "{}") {
+			return fmt.Errorf("%q: only {service} may be used as a placeholder", p)
+		}
+	}
+	return nil
 }

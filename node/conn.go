@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tetherhq/tether/internal/ratelimit"
 	"github.com/tetherhq/tether/protocol"
 )
 
@@ -45,6 +47,23 @@ type conn struct {
 	// keyring, which no token names); tierIdx the tier's label index.
 	svcm    *svcCounters
 	tierIdx uint8
+	// The token's ID (jti) and the start of its chain (FirstIssued, unix
+	// seconds; 0 unknown), to match revocations against.
+	tokenID string
+	first   int64
+
+	// Per-address limits (limits.go): the address the connection counts
+	// under, whether it counts at all, and whether it still counts as
+	// unauthenticated.
+	addr    netip.Addr
+	limited bool
+	unauth  atomic.Bool
+	// certName is the subject common name of the device's verified TLS
+	// client certificate, if it sent one.
+	certName string
+	// up limits the frames the device sends (node.upstream_rate); its
+	// reader owns it.
+	up ratelimit.Bucket
 
 	state    atomic.Uint32
 	authing  atomic.Bool  // counted in Node.authing (see begin/endAuthing)
@@ -367,6 +386,12 @@ func (c *conn) consume(data []byte) bool {
 				textFrame(protocol.AppendError(nil, protocol.ErrTooBig, "frame larger than max_frame", "")))
 			return false
 		}
+		if h.OpCode.IsControl() && (h.Length > 125 || !h.Fin) {
+			// RFC 6455 5.5: control frames carry at most 125 bytes and
+			// are never fragmented.
+			c.closeWith(protocol.CloseProtocolError, "bad control frame")
+			return false
+		}
 		end := hlen + int(h.Length)
 		if len(data) < end {
 			break // incomplete payload
@@ -448,20 +473,15 @@ func (c *conn) frame(h ws.Header, payload []byte) bool {
 	}
 	switch h.OpCode {
 	case ws.OpPing:
-		if !h.Fin || len(payload) > 125 {
-			c.closeWith(protocol.CloseProtocolError, "bad control frame")
-			return false
+		if !c.n.allowFrame(c) {
+			return true // over upstream_rate: no pong
 		}
 		c.send(controlFrame(ws.OpPong, payload))
 		return true
 	case ws.OpPong:
 		return true
 	case ws.OpClose:
-		code := protocol.CloseNormal
-		if len(payload) >= 2 {
-			code = protocol.CloseCode(binary.BigEndian.Uint16(payload))
-		}
-		c.closeWith(code, "client_closed")
+		c.clientClosed(payload)
 		return false
 	case ws.OpText, ws.OpBinary:
 		if c.rs != nil && c.rs.frag != nil {
@@ -496,6 +516,44 @@ func (c *conn) frame(h ws.Header, payload []byte) bool {
 	}
 	c.n.handleFrame(c, payload)
 	return c.state.Load() != stateClosed
+}
+
+// clientClosed answers a device's close frame. The device's code goes into
+// the disconnected event; the node's own close frame says 1000 (or 1002 or
+// 1007 for a malformed close frame), never the device's code back, which
+// would make the node seem to close for the device's own reasons.
+func (c *conn) clientClosed(payload []byte) {
+	code, reply := protocol.CloseNormal, protocol.CloseNormal
+	switch {
+	case len(payload) == 1:
+		code, reply = protocol.CloseProtocolError, protocol.CloseProtocolError
+	case len(payload) >= 2:
+		code = protocol.CloseCode(binary.BigEndian.Uint16(payload))
+		if !validClientCloseCode(code) {
+			reply = protocol.CloseProtocolError
+		} else if !utf8.Valid(payload[2:]) {
+			reply = protocol.CloseInvalidData
+		}
+	}
+	if !c.markClosed(code, "client_closed") {
+		return
+	}
+	c.n.stopReading(c)
+	c.sendLast(closeFrame(reply, ""))
+	c.n.finish(c)
+}
+
+// validClientCloseCode reports whether a peer may send code in a close
+// frame (RFC 6455 7.4: not 1004-1006, 1015, or an unassigned code below
+// 3000).
+func validClientCloseCode(code protocol.CloseCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
 
 // readFailed ends a connection whose socket read failed or reached EOF.
@@ -552,4 +610,12 @@ func (c *conn) takeAllPend() []pendRef {
 	c.pend = nil
 	c.pmu.Unlock()
 	return p
+}
+
+// firstIssued is when c's token chain began (zero when unknown).
+func (c *conn) firstIssued() time.Time {
+	if c.first == 0 {
+		return time.Time{}
+	}
+	return time.Unix(c.first, 0)
 }

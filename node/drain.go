@@ -189,6 +189,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	for _, a := range n.interest.take(n.cfg.ID, n.interestTTL(), false) {
 		_ = bus.PublishInterest(n.nc, n.subj, a)
 	}
+	_ = n.revokeSub.Unsubscribe()
 	n.subs.closeAll()
 	n.stopHTTP()
 	n.spawnMu.Lock()

@@ -2,6 +2,7 @@ package node
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/tetherhq/tether/protocol"
 )
@@ -28,6 +29,10 @@ func (n *Node) handleFrame(c *conn, payload []byte) {
 		n.authenticate(c, f.Token, f.Service)
 		return
 	}
+	if f.Type != protocol.TypeAck && !n.allowFrame(c) {
+		c.send(textFrame(protocol.AppendError(nil, protocol.ErrRateLimited, "over the node's upstream_rate; the frame was dropped", f.ID)))
+		return
+	}
 	switch f.Type {
 	case protocol.TypeAck:
 		n.onAck(c, &f)
@@ -41,4 +46,15 @@ func (n *Node) handleFrame(c *conn, payload []byte) {
 		n.metrics.badFrames.Add(1)
 		c.send(textFrame(protocol.AppendError(nil, protocol.ErrUnknownType, "unknown frame type "+strconv.Quote(f.Type), f.ID)))
 	}
+}
+
+// allowFrame takes one of c's upstream tokens (node.upstream_rate), and
+// counts the frame when there is none. Acks are not counted: a device acks
+// what it is pushed. Called by c's reader only.
+func (n *Node) allowFrame(c *conn) bool {
+	if n.cfg.UpstreamRate <= 0 || c.up.Take(time.Now().UnixNano(), n.cfg.UpstreamRate, float64(n.cfg.UpstreamBurst)) {
+		return true
+	}
+	n.metrics.rateLimited.Add(1)
+	return false
 }

@@ -35,7 +35,11 @@ func (n *Node) startHTTP() error {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	n.httpLn = ln
-	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Bounded like every tether HTTP listener: a 16 KiB request head (431
+	// beyond), read within 5s; idle keep-alives closed after a minute.
+	// No write timeout: a CPU profile takes its time.
+	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	n.spawn(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Warn("metrics server stopped", "err", err)

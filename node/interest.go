@@ -161,6 +161,10 @@ func (n *Node) answerInterest(m *nats.Msg) {
 	if service == "" {
 		return
 	}
+	if !n.replies.allowed(service, m.Reply) {
+		n.refuseReply(m, service)
+		return
+	}
 	if a, ok := n.interest.current(n.cfg.ID, service, n.interestTTL()); ok {
 		b, _ := json.Marshal(a)
 		_ = m.Respond(b)

@@ -22,6 +22,9 @@ type metrics struct {
 	pushes, deliveries, acked, ackTimeouts, rejected                 atomic.Int64
 	upstream, upstreamFailed                                         atomic.Int64
 	dropped                                                          atomic.Int64 // pushes NATS dropped for the node (its queues were full)
+	// Security counters (docs/security.md).
+	acceptErrors, connLimited, handshakeTooBig, rateLimited atomic.Int64
+	replyRefused, revoked                                   atomic.Int64
 
 	// svcs holds the counters of every service of the node's keyring. New
 	// builds it and nothing changes it after, so reading it takes no lock;
@@ -196,6 +199,13 @@ type Stats struct {
 	// Dropped counts pushes NATS dropped for the node because its queues
 	// were full (as of the last stats interval).
 	Dropped int64
+	// AcceptErrors counts failed accepts (out of descriptors, usually);
+	// ConnLimited connections refused by the per-address limits;
+	// HandshakeTooBig handshakes over max_handshake_(line_)bytes;
+	// RateLimited device frames dropped over upstream_rate; ReplyRefused
+	// pushes refused for their reply subject; Revoked connections refused
+	// or closed because their token or device is revoked.
+	AcceptErrors, ConnLimited, HandshakeTooBig, RateLimited, ReplyRefused, Revoked int64
 }
 
 // Stats returns the node's counters.
@@ -227,6 +237,13 @@ func (n *Node) Stats() Stats {
 		Pending:        n.table.len(),
 		Subscriptions:  n.subs.count(),
 		Dropped:        m.dropped.Load(),
+
+		AcceptErrors:    m.acceptErrors.Load(),
+		ConnLimited:     m.connLimited.Load(),
+		HandshakeTooBig: m.handshakeTooBig.Load(),
+		RateLimited:     m.rateLimited.Load(),
+		ReplyRefused:    m.replyRefused.Load(),
+		Revoked:         m.revoked.Load(),
 	}
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tetherhq/tether/bus"
+	"github.com/tetherhq/tether/internal/certs"
 	"github.com/tetherhq/tether/token"
 )
 
@@ -32,6 +34,12 @@ type Deps struct {
 	// Observer, when set, hears of connections and of the node's drain and
 	// stop (package membership records them in the shared store).
 	Observer Observer
+	// LoadRevocations, when set, returns the revocations in force (from
+	// the shared store): the node loads them at Start, before it accepts
+	// connections (failing to start if it cannot), and again every
+	// node.revocation_refresh. New revocations also reach it on
+	// tether.revocations. Default: none, only what NATS announces.
+	LoadRevocations func(ctx context.Context) ([]token.Revocation, error)
 	// Log receives the node's logs. Default slog.Default().
 	Log *slog.Logger
 	// Registry receives the node's Prometheus metrics, served on
@@ -53,10 +61,12 @@ type Node struct {
 	subs    *subs
 	flusher *flusher
 	rd      reader
-	// secret signs and checks takeover messages (node.cluster_secret).
-	secret []byte
-	table  *table
-	load   loadMeter
+	// secret signs and checks takeover messages (node.cluster_secret);
+	// extraSecrets only check them (node.extra_cluster_secrets).
+	secret       []byte
+	extraSecrets [][]byte
+	table        *table
+	load         loadMeter
 	// authing tracks takeovers of devices whose connections are being
 	// authenticated (takeover.go).
 	authing *authing
@@ -64,6 +74,19 @@ type Node struct {
 	// holds connections of (interest.go).
 	interest    *interest
 	interestSub *nats.Subscription
+
+	// Security (docs/security.md): per-address limits, TLS, the reply
+	// subjects pushes may name, revocations, sampled logs of what
+	// clients can cause at will.
+	limits      *addrLimits
+	tls         *tls.Config
+	certs       *certs.Reloader
+	replies     replyPrefixes
+	revoked     *token.Revocations
+	loadRevoked func(ctx context.Context) ([]token.Revocation, error)
+	revokeSub   *nats.Subscription
+	acceptLog   warnSampler
+	replyLog    warnSampler
 
 	// pre holds the connections not yet active (not in the hub): the
 	// sweeper enforces their auth deadline and shutdown closes them.
@@ -153,9 +176,28 @@ func New(cfg Config, d Deps) (*Node, error) {
 		n.dispatch[i] = make(chan *nats.Msg, cfg.DispatchQueue)
 	}
 	n.secret = []byte(cfg.ClusterSecret)
+	for _, s := range cfg.ExtraClusterSecrets {
+		n.extraSecrets = append(n.extraSecrets, []byte(s))
+	}
 	if cfg.ClusterSecret == "" && !cfg.MultipleConnections {
 		n.log.Warn("node.cluster_secret is not set: takeover messages are not authenticated, so an app that may push to a device can also disconnect it")
 	}
+	n.limits = newAddrLimits(cfg)
+	var err error
+	if n.replies, err = compileReplyPrefixes(cfg.ReplyPrefixes, n.subj); err != nil {
+		return nil, err
+	}
+	if cfg.TLS.CertFile != "" {
+		f := certs.Files{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ClientCAFile: cfg.TLS.ClientCAFile, NextProtos: []string{"http/1.1"}}
+		if cfg.TLS.ClientAuth == ClientAuthRequire {
+			f.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		if n.certs, err = certs.New(f, n.log); err != nil {
+			return nil, fmt.Errorf("node.tls: %w", err)
+		}
+		n.tls = n.certs.Config()
+	}
+	n.revoked, n.loadRevoked = token.NewRevocations(), d.LoadRevocations
 	n.subs = newSubs(n.nc, n.dispatch)
 	n.flusher = &flusher{nc: n.nc, spawn: n.spawn}
 	return n, nil
@@ -217,7 +259,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	undo = append(undo, func() { _ = ln.Close() })
 	n.url = n.cfg.PublicURL
 	if n.url == "" {
-		n.url = defaultURL(ln.Addr(), n.cfg.Path)
+		n.url = defaultURL(ln.Addr(), n.cfg.Path, n.tls != nil)
 	}
 	// Pushes to single connections, the bulk of the traffic, wait in
 	// nats.go's own queue of this subscription (it grows only while
@@ -236,10 +278,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("node: subscribe: %w", err)
 	}
 	undo = append(undo, func() { _ = n.interestSub.Unsubscribe() })
+	n.revokeSub, err = n.nc.Subscribe(n.subj.Revocations(), n.onRevocation)
+	if err != nil {
+		return fmt.Errorf("node: subscribe: %w", err)
+	}
+	undo = append(undo, func() { _ = n.revokeSub.Unsubscribe() })
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := n.nc.FlushWithContext(fctx); err != nil {
 		return fmt.Errorf("node: NATS flush: %w", err)
+	}
+	if err := n.loadRevocations(ctx); err != nil {
+		return err
 	}
 	if err := n.startHTTP(); err != nil {
 		return err
@@ -254,7 +304,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.spawn(n.statsLoop)
 	n.spawn(n.interestLoop)
 	n.spawn(n.trimLoop)
-	n.log.Info("node started", "url", n.url, "listen", ln.Addr().String())
+	n.spawn(n.revocationLoop)
+	if a := n.MetricsAddr(); a != nil {
+		n.log.Info("node started", "url", n.url, "listen", ln.Addr().String(), "metrics", a.String())
+	} else {
+		n.log.Info("node started", "url", n.url, "listen", ln.Addr().String())
+	}
 	return nil
 }
 
@@ -275,12 +330,16 @@ func (n *Node) spawn(f func()) bool {
 	return true
 }
 
-func defaultURL(a net.Addr, path string) string {
+func defaultURL(a net.Addr, path string, tls bool) string {
 	host, port, _ := net.SplitHostPort(a.String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "ws://" + net.JoinHostPort(host, port) + path
+	scheme := "ws://"
+	if tls {
+		scheme = "wss://"
+	}
+	return scheme + net.JoinHostPort(host, port) + path
 }
 
 // Run starts the node, serves until ctx ends, then shuts down gracefully

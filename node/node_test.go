@@ -21,6 +21,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/internal/testenv"
@@ -30,11 +31,37 @@ import (
 	"github.com/tetherhq/tether/token"
 )
 
+// inbox returns a fresh reply subject under the inbox prefix of the
+// service of push subject (the one node.reply_prefixes allows by default).
+func inbox(subject string) string {
+	svc, _ := bus.MustSubjects("").PushService(subject)
+	return bus.InboxPrefix(svc) + "." + nuid.Next()
+}
+
+// requestMsg sends m as a request with a reply subject of its service's
+// inbox and returns the first reply.
+func requestMsg(nc *nats.Conn, m *nats.Msg, timeout time.Duration) (*nats.Msg, error) {
+	m.Reply = inbox(m.Subject)
+	sub, err := nc.SubscribeSync(m.Reply)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	resp, err := sub.NextMsg(timeout)
+	if err == nil && len(resp.Data) == 0 && resp.Header.Get("Status") == "503" {
+		return nil, nats.ErrNoResponders
+	}
+	return resp, err
+}
+
 // request pushes data on subject and returns the first reply.
 func request(t *testing.T, nc *nats.Conn, subject string, data []byte, hdr nats.Header) (bus.Reply, error) {
 	t.Helper()
 	m := &nats.Msg{Subject: subject, Data: data, Header: hdr}
-	resp, err := nc.RequestMsg(m, 30*time.Second)
+	resp, err := requestMsg(nc, m, 30*time.Second)
 	if err != nil {
 		return bus.Reply{}, err
 	}
@@ -49,13 +76,13 @@ func request(t *testing.T, nc *nats.Conn, subject string, data []byte, hdr nats.
 // its final reply (and at least settle passed).
 func gather(t *testing.T, nc *nats.Conn, subject string, data []byte) []bus.Reply {
 	t.Helper()
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	reply := inbox(subject)
+	sub, err := nc.SubscribeSync(reply)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(subject, inbox, data); err != nil {
+	if err := nc.PublishRequest(subject, reply, data); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -781,7 +808,7 @@ func TestForgedTakeoverIsRejected(t *testing.T) {
 		if sig != "" {
 			m.Header.Set("Tether-Control-Sig", sig)
 		}
-		resp, err := e.NC.RequestMsg(m, 5*time.Second)
+		resp, err := requestMsg(e.NC, m, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,6 +73,12 @@ func newCollector(n *Node) *collector {
 	})
 	gauge("dispatch_queued", "Pushes waiting in the node's dispatch queues.", func(n *Node) float64 { return float64(n.queuedPushes()) })
 	counter("dropped_total", "Pushes NATS dropped for the node because its queues were full (checked every stats interval).", func(m *metrics) *atomicInt { return &m.dropped })
+	counter("accept_errors_total", "Failed accepts (out of file descriptors, usually); the node backs off up to 1s.", func(m *metrics) *atomicInt { return &m.acceptErrors })
+	counter("conn_limited_total", "Connections refused by the per-address limits (429).", func(m *metrics) *atomicInt { return &m.connLimited })
+	counter("handshake_too_large_total", "Handshakes over max_handshake_line_bytes or max_handshake_bytes (414, 431).", func(m *metrics) *atomicInt { return &m.handshakeTooBig })
+	counter("rate_limited_total", "Device frames dropped over upstream_rate (rate_limited).", func(m *metrics) *atomicInt { return &m.rateLimited })
+	counter("reply_refused_total", "Pushes and queries refused because their reply subject is not under node.reply_prefixes.", func(m *metrics) *atomicInt { return &m.replyRefused })
+	counter("revoked_total", "Connections refused or closed because their token or device is revoked.", func(m *metrics) *atomicInt { return &m.revoked })
 	svc := func(name, help string, extra ...string) {
 		c.descs[name] = prometheus.NewDesc("tether_node_"+name, help, append([]string{"service"}, extra...), labels)
 	}

@@ -29,6 +29,15 @@ func (n *Node) dispatchLoop(ch chan *nats.Msg) {
 
 // handlePush delivers one push request to the local connections it targets.
 func (n *Node) handlePush(m *nats.Msg) {
+	if m.Reply != "" {
+		// Before anything else, the error replies too: a reply subject
+		// the node may not answer on gets nothing at all.
+		svc, ok := n.subj.PushService(m.Subject)
+		if !ok || !n.replies.allowed(svc, m.Reply) {
+			n.refuseReply(m, svc)
+			return
+		}
+	}
 	t, err := n.subj.ParsePush(m.Subject)
 	if err != nil {
 		n.reject(m, bus.ErrCodeBadRequest)
@@ -271,6 +280,15 @@ func (n *Node) onAck(c *conn, f *protocol.Frame) {
 		}
 	}
 	p.mu.Unlock()
+}
+
+// refuseReply drops a push whose reply subject is not one the node may
+// answer on. There is no safe subject to say so on: it is counted
+// (tether_node_reply_refused_total) and logged, sampled.
+func (n *Node) refuseReply(m *nats.Msg, service string) {
+	n.metrics.replyRefused.Add(1)
+	n.replyLog.warn(n.log, "push refused: its reply subject is not under node.reply_prefixes for its service",
+		"subject", m.Subject, "reply", m.Reply, "service", service, "allowed", n.cfg.ReplyPrefixes)
 }
 
 // reject answers a push the node refuses.

@@ -31,6 +31,7 @@ func (n *Node) sweepLoop() {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var cs []*conn
+	var swept time.Time
 	for {
 		select {
 		case <-n.quit:
@@ -38,6 +39,11 @@ func (n *Node) sweepLoop() {
 		case now := <-t.C:
 			cs = n.sweepConns(now, cs)
 			n.subs.sweep(now)
+			if now.Sub(swept) >= 5*time.Second {
+				// Forget the addresses with nothing open and a full rate bucket.
+				n.limits.sweep(now.UnixNano())
+				swept = now
+			}
 		}
 	}
 }

@@ -30,6 +30,13 @@ func (n *Node) onControl(t bus.Target, m *nats.Msg, ctl string) {
 		return
 	}
 	to, err := bus.ParseTakeover(m, t, n.secret)
+	for _, extra := range n.extraSecrets {
+		if !errors.Is(err, bus.ErrBadSignature) {
+			break
+		}
+		// Signed with a secret being rotated in or out.
+		to, err = bus.ParseTakeover(m, t, extra)
+	}
 	if err != nil {
 		if errors.Is(err, bus.ErrBadSignature) {
 			n.metrics.badControl.Add(1)

@@ -34,6 +34,10 @@ const (
 	// CloseReplaced: a newer connection of the same device took over.
 	// Do not reconnect: the device is connected elsewhere.
 	CloseReplaced CloseCode = 4005
+	// CloseRevoked: the token, or every token the device held, was
+	// revoked. Do not reconnect with it: the device needs a token issued
+	// after the revocation.
+	CloseRevoked CloseCode = 4006
 
 	// CloseShutdown: the node is shutting down or draining; reconnect to
 	// another node of the list after the announced delay.
@@ -84,6 +88,8 @@ func (c CloseCode) String() string {
 		return "bad_frame"
 	case CloseReplaced:
 		return "replaced"
+	case CloseRevoked:
+		return "revoked"
 	case CloseShutdown:
 		return "shutdown"
 	case CloseSlowConsumer:
@@ -108,6 +114,7 @@ const (
 	ErrBadFrame     = "bad_frame"
 	ErrAuthTimeout  = "auth_timeout"
 	ErrTooBig       = "too_big"
+	ErrRevoked      = "revoked"
 	// ErrUnknownType: a frame type the node does not know; the connection stays open.
 	ErrUnknownType = "unknown_type"
 	// ErrUnknownAck: an ack for a push that is not pending (already acked,

@@ -3,6 +3,7 @@ package simulator
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,9 @@ type DeviceConfig struct {
 	// AuthInFrame sends the token in the first frame instead of the
 	// handshake's Authorization header.
 	AuthInFrame bool
+	// TLSConfig is used for wss:// nodes (the CAs to trust, a client
+	// certificate). Default: the system's roots.
+	TLSConfig *tls.Config
 	// OnPush handles pushes. Default: ack every push with "ok".
 	OnPush PushHandler
 	// OnWelcome is called after each successful authentication.
@@ -448,6 +452,7 @@ func (d *Device) session(ctx context.Context, nodeURL string, lookup time.Durati
 	dialer := ws.Dialer{
 		Protocols: []string{protocol.Subprotocol},
 		Timeout:   d.cfg.DialTimeout,
+		TLSConfig: d.cfg.TLSConfig,
 	}
 	if d.cfg.LocalAddr != nil {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: d.cfg.LocalAddr}}
@@ -514,7 +519,7 @@ func (d *Device) session(ctx context.Context, nodeURL string, lookup time.Durati
 		} else {
 			res.fatal = fmt.Errorf("%w: %s (%s)", ErrRefused, code, reason)
 		}
-	case protocol.CloseBadToken, protocol.CloseForbidden, protocol.CloseBadFrame:
+	case protocol.CloseBadToken, protocol.CloseForbidden, protocol.CloseBadFrame, protocol.CloseRevoked:
 		res.fatal = fmt.Errorf("%w: %s (%s)", ErrRefused, code, reason)
 	case protocol.CloseShutdown, protocol.CloseSlowConsumer:
 		res.leave = true

@@ -29,7 +29,8 @@ import (
 // expected to answer.
 func push(t *testing.T, nc *nats.Conn, subject string, data []byte, hdr nats.Header) bus.Reply {
 	t.Helper()
-	inbox := nc.NewRespInbox()
+	svc, _ := bus.MustSubjects("").PushService(subject)
+	inbox := bus.InboxPrefix(svc) + "." + nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		t.Fatal(err)

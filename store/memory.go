@@ -25,6 +25,7 @@ type Memory struct {
 	leaseSeq  map[string]int64
 	logs      map[string][][]byte // oldest first
 	epoch     string
+	revoked   map[string]Revocation // revocationField -> revocation
 }
 
 var _ Store = (*Memory)(nil)
@@ -39,6 +40,7 @@ func NewMemory() *Memory {
 		leases:   map[string]memLease{},
 		leaseSeq: map[string]int64{},
 		logs:     map[string][][]byte{},
+		revoked:  map[string]Revocation{},
 	}
 }
 

@@ -19,6 +19,7 @@ package store
 //	P{map}:lease:<name> string  "<token>:<holder>" of a lease, expiring with it (PX)
 //	P{map}:lease-seq:<name> string  the lease's last fencing token (INCR per new holder)
 //	Plog:<name>         list    records of a log (balancer decisions), newest first, trimmed
+//	Prevocations        hash    "dev/<S>/<D>" or "jti/<S>/<ID>" -> JSON revocation (pruned once past its until)
 //
 // Map changes run as WATCH/MULTI/EXEC on the P{map} keys, retried on conflict.
 // Heartbeat, Leave, Clients and ReapConns are Lua scripts; ReapConns reads and

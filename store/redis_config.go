@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tetherhq/tether/internal/certs"
 )
 
 // RedisConfig says how to reach Redis: either URL (one server) or Addrs (one
@@ -37,6 +40,40 @@ type RedisConfig struct {
 	// Redis. It may not contain '{' or '}', which would defeat the hash
 	// tags that spread the keys over a Cluster. Default: "tether:".
 	Prefix string `yaml:"prefix"`
+	// SentinelUsername and SentinelPassword authenticate with the
+	// Sentinels themselves (their requirepass / ACL), apart from Username
+	// and Password, which are the data nodes'. Default: none.
+	SentinelUsername string `yaml:"sentinel_username"`
+	SentinelPassword string `yaml:"sentinel_password"`
+	// TLS connects with TLS to every Redis address (one server, the
+	// Sentinels and the servers they name, a Cluster's nodes); with URL,
+	// "rediss://" turns it on and TLS adds its files. Default: off.
+	TLS RedisTLS `yaml:"tls"`
+}
+
+// RedisTLS is TLS to Redis.
+type RedisTLS struct {
+	// Enabled turns TLS on for Addrs. Default false (rediss:// turns it
+	// on for URL).
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs to trust. Default: the system's.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate, for a Redis with
+	// tls-auth-clients. Default: none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name checked in the servers' certificates.
+	// Default: the host of each address.
+	ServerName string `yaml:"server_name"`
+}
+
+func (t RedisTLS) set() bool {
+	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.ServerName != ""
+}
+
+// config builds the client tls.Config.
+func (t RedisTLS) config() (*tls.Config, error) {
+	return certs.ClientConfig(t.CAFile, t.CertFile, t.KeyFile, t.ServerName)
 }
 
 // withDefaults returns c with every default applied.
@@ -98,6 +135,20 @@ func (c RedisConfig) Validate() error {
 	if strings.ContainsAny(c.Prefix, "{}") {
 		bad("prefix", "%q contains '{' or '}'", c.Prefix)
 	}
+	if (c.SentinelUsername != "" || c.SentinelPassword != "") && c.MasterName == "" {
+		bad("sentinel_password", "set, but master_name is not (no Sentinel)")
+	}
+	if c.URL != "" && c.TLS.Enabled && !strings.HasPrefix(c.URL, "rediss://") {
+		bad("tls.enabled", "with url, use rediss:// to turn TLS on")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	if c.TLS.set() {
+		if _, err := c.TLS.config(); err != nil {
+			bad("tls", "%w", err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -115,16 +166,36 @@ func OpenRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 			return nil, fmt.Errorf("open redis: %w: store.redis.url: %w", ErrInvalid, err)
 		}
 		opts.ContextTimeoutEnabled = true
+		if opts.TLSConfig != nil && cfg.TLS.set() {
+			tc, err := cfg.TLS.config()
+			if err != nil {
+				return nil, fmt.Errorf("open redis: %w: store.redis.tls: %w", ErrInvalid, err)
+			}
+			if tc.ServerName == "" {
+				tc.ServerName = opts.TLSConfig.ServerName
+			}
+			opts.TLSConfig = tc
+		}
 		client = redis.NewClient(opts)
 	} else {
-		client = redis.NewUniversalClient(&redis.UniversalOptions{
+		uo := &redis.UniversalOptions{
 			Addrs:                 cfg.Addrs,
 			MasterName:            cfg.MasterName,
 			Username:              cfg.Username,
 			Password:              cfg.Password,
+			SentinelUsername:      cfg.SentinelUsername,
+			SentinelPassword:      cfg.SentinelPassword,
 			DB:                    cfg.DB,
 			ContextTimeoutEnabled: true,
-		})
+		}
+		if cfg.TLS.set() {
+			tc, err := cfg.TLS.config()
+			if err != nil {
+				return nil, fmt.Errorf("open redis: %w: store.redis.tls: %w", ErrInvalid, err)
+			}
+			uo.TLSConfig = tc
+		}
+		client = redis.NewUniversalClient(uo)
 	}
 	if err := client.Ping(ctx).Err(); err != nil {
 		client.Close()

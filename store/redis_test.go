@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tetherhq/tether/internal/certs/certstest"
 	"github.com/tetherhq/tether/store"
 	"github.com/tetherhq/tether/store/redistest"
 	"github.com/tetherhq/tether/store/storetest"
@@ -173,13 +174,15 @@ func TestRedisKeys(t *testing.T) {
 		s.Assign(ctx, "vacuum", "free", "n1"),
 		s.PutClient(ctx, store.Client{ID: "d1", Service: "vacuum"}),
 		s.AddConns(ctx, []store.Conn{{ID: "n1.a", Service: "vacuum", Device: "d1"}}),
+		s.Revoke(ctx, store.Revocation{Service: "vacuum", Device: "d1", NotBefore: time.Now(), Until: time.Now().Add(time.Hour)}),
 	}
 	_, err1 := s.SetAssignment(ctx, "vacuum", "paid", []string{"n1"}, 0)
 	_, err2 := s.Map(ctx)
 	_, err3 := s.Clients(ctx, "", 10)
 	_, err4 := s.ConnCounts(ctx)
 	_, err5 := s.ReapConns(ctx, "n2")
-	if err := errors.Join(append(steps, err1, err2, err3, err4, err5)...); err != nil {
+	_, err6 := s.Revocations(ctx, time.Now())
+	if err := errors.Join(append(steps, err1, err2, err3, err4, err5, err6)...); err != nil {
 		t.Fatal(err)
 	}
 	keys, err := redistest.Keys(ctx, client, prefix)
@@ -189,7 +192,7 @@ func TestRedisKeys(t *testing.T) {
 	slices.Sort(keys)
 	var want []string
 	for _, k := range []string{"{map}:version", "{map}:nodes", "{map}:beats", "{map}:services",
-		"{clients}:data", "{clients}:ids", "conns:{n1}", "conn-nodes"} {
+		"{clients}:data", "{clients}:ids", "conns:{n1}", "conn-nodes", "revocations"} {
 		want = append(want, prefix+k)
 	}
 	slices.Sort(want)
@@ -315,4 +318,64 @@ func TestRedisSentinel(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+}
+
+// TLS to Redis, with a CA the test generates: through addrs (which Sentinel
+// and Cluster use as well) and through a rediss:// URL.
+func TestRedisTLS(t *testing.T) {
+	ca := certstest.NewCA(t, "redis")
+	pair := ca.Server("redis", "127.0.0.1")
+	_, tlsAddr := redistest.StartTLS(t, pair.CertFile, pair.KeyFile, ca.File)
+	for name, cfg := range map[string]store.RedisConfig{
+		"addrs": {Addrs: []string{tlsAddr}, TLS: store.RedisTLS{Enabled: true, CAFile: ca.File}},
+		"url":   {URL: "rediss://" + tlsAddr + "/0", TLS: store.RedisTLS{CAFile: ca.File}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg.Prefix = redistest.Prefix(t)
+			s, err := store.OpenRedis(t.Context(), cfg)
+			if err != nil {
+				t.Fatalf("open over TLS: %v", err)
+			}
+			defer s.Close()
+			if err := s.PutNode(t.Context(), store.Node{ID: "n1", URL: "ws://n1/ws", State: store.StateActive}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Node(t.Context(), "n1"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// Without the CA, the server's certificate is not trusted.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if s, err := store.OpenRedis(ctx, store.RedisConfig{Addrs: []string{tlsAddr}, TLS: store.RedisTLS{Enabled: true}}); err == nil {
+		s.Close()
+		t.Fatal("TLS without the CA connected")
+	}
+}
+
+// A Sentinel with a password of its own, monitoring a master with another.
+func TestRedisSentinelCredentials(t *testing.T) {
+	master := redistest.StartServerWith(t, "--requirepass", "master-pw")
+	sentinel := redistest.StartSentinelAuth(t, master, "sentinel-pw", "master-pw")
+	cfg := store.RedisConfig{Addrs: []string{sentinel}, MasterName: redistest.SentinelMaster, Password: "master-pw",
+		SentinelPassword: "sentinel-pw", Prefix: redistest.Prefix(t)}
+	s, err := store.OpenRedis(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("open through a password-protected Sentinel: %v", err)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	cfg.SentinelPassword = ""
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if s, err := store.OpenRedis(ctx, cfg); err == nil {
+		s.Close()
+		t.Fatal("opened without the Sentinel's password")
+	}
+	if err := (store.RedisConfig{Addrs: []string{"h:1"}, SentinelPassword: "x"}).Validate(); err == nil || !strings.Contains(err.Error(), "store.redis.sentinel_password") {
+		t.Fatalf("Validate of a Sentinel password without Sentinel: %v", err)
+	}
 }

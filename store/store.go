@@ -161,6 +161,18 @@ type Conn struct {
 	Since   time.Time `json:"since"`
 }
 
+// Revocation denies tokens of a service before they expire: those of
+// Device whose chain began before NotBefore (a device revocation), or the
+// one with ID TokenID (a token revocation). Until is when it stops
+// mattering and may be forgotten.
+type Revocation struct {
+	Service   string    `json:"service"`
+	Device    string    `json:"device,omitempty"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+	TokenID   string    `json:"token_id,omitempty"`
+	Until     time.Time `json:"until"`
+}
+
 // Map is a consistent snapshot of the nodes and the service map.
 type Map struct {
 	// Version increases with every change to services, assignments or
@@ -270,6 +282,15 @@ type Store interface {
 	AddRecord(ctx context.Context, log string, rec []byte, keep int) error
 	// Records returns up to limit records of the named log, newest first.
 	Records(ctx context.Context, log string, limit int) ([][]byte, error)
+
+	// Revoke records a revocation (docs/security.md): a device's tokens
+	// first issued before NotBefore, or one token by its ID. Recording a
+	// device again keeps the later NotBefore (and the later Until); a
+	// token ID again, the later Until.
+	Revoke(ctx context.Context, r Revocation) error
+	// Revocations returns every revocation whose Until is not before now,
+	// and forgets the others.
+	Revocations(ctx context.Context, now time.Time) ([]Revocation, error)
 
 	// Ping checks that the store is reachable.
 	Ping(ctx context.Context) error

@@ -324,3 +324,53 @@ func checkLog(op, log string, n int) error {
 	}
 	return nil
 }
+
+// checkRevocation checks a revocation: a valid service and exactly one of a
+// device (with NotBefore) or a token ID, and an Until.
+func checkRevocation(op string, r Revocation) error {
+	if err := checkName(op, "service", r.Service); err != nil {
+		return err
+	}
+	switch {
+	case r.Device != "" && r.TokenID != "":
+		return invalid(op, "revocation of both a device and a token ID")
+	case r.Device != "":
+		if err := checkName(op, "device", r.Device); err != nil {
+			return err
+		}
+		if r.NotBefore.IsZero() {
+			return invalid(op, "device revocation without not_before")
+		}
+	case r.TokenID != "":
+		if err := checkName(op, "token ID", r.TokenID); err != nil {
+			return err
+		}
+	default:
+		return invalid(op, "revocation of neither a device nor a token ID")
+	}
+	if r.Until.IsZero() {
+		return invalid(op, "revocation without until")
+	}
+	return nil
+}
+
+// revocationField is a revocation's key among the others: "dev/<S>/<D>"
+// or "jti/<S>/<ID>" (names hold no '/').
+func revocationField(r Revocation) string {
+	if r.Device != "" {
+		return "dev/" + r.Service + "/" + r.Device
+	}
+	return "jti/" + r.Service + "/" + r.TokenID
+}
+
+// mergeRevocation returns what recording r over old keeps: the later
+// NotBefore and the later Until.
+func mergeRevocation(old, r Revocation) Revocation {
+	if old.NotBefore.After(r.NotBefore) {
+		r.NotBefore = old.NotBefore
+	}
+	if old.Until.After(r.Until) {
+		r.Until = old.Until
+	}
+	return r
+}

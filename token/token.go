@@ -12,6 +12,7 @@ package token
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -25,8 +26,8 @@ import (
 )
 
 // Errors returned by Verify and Issue. Verify's errors wrap exactly one of
-// ErrMalformed, ErrSignature, ErrExpired, ErrNotYetValid, ErrUnknownKey or
-// ErrClaims.
+// ErrMalformed, ErrSignature, ErrExpired, ErrNotYetValid, ErrUnknownKey,
+// ErrClaims or ErrTooLarge.
 var (
 	ErrMalformed   = errors.New("token: malformed")
 	ErrSignature   = errors.New("token: signature does not verify")
@@ -35,6 +36,11 @@ var (
 	ErrUnknownKey  = errors.New("token: no key for this token")
 	ErrClaims      = errors.New("token: bad claims")
 	ErrNoSigner    = errors.New("token: no signing key for service")
+	// ErrTooLarge: the token is longer than Limits.MaxBytes, or has more
+	// groups than Limits.MaxGroups.
+	ErrTooLarge = errors.New("token: over the limits")
+	// ErrRevoked: the token, or its device, is revoked (Revocations.Check).
+	ErrRevoked = errors.New("token: revoked")
 )
 
 // Claims are the claims of a device token.
@@ -45,11 +51,27 @@ type Claims struct {
 	Tier string `json:"tier,omitempty"`
 	// Groups (grp) the connection joins; pushes to these groups reach it.
 	Groups []string `json:"grp,omitempty"`
+	// AuthTime (auth_time) is when the device first got a token in the
+	// chain this one was refreshed from; absent on a first token, whose
+	// iat is that time.
+	AuthTime *jwt.NumericDate `json:"auth_time,omitempty"`
 	jwt.RegisteredClaims
 }
 
 // Device is the device ID (the sub claim).
 func (c *Claims) Device() string { return c.Subject }
+
+// FirstIssued is when the token's chain began: auth_time when present,
+// else iat; zero when the token has neither.
+func (c *Claims) FirstIssued() time.Time {
+	switch {
+	case c.AuthTime != nil:
+		return c.AuthTime.Time
+	case c.IssuedAt != nil:
+		return c.IssuedAt.Time
+	}
+	return time.Time{}
+}
 
 // Key is one signing or verifying key of a service.
 type Key struct {
@@ -79,7 +101,57 @@ type Keyring struct {
 	byService map[string][]*key
 	leeway    time.Duration
 	now       func() time.Time
+	limits    Limits
 }
+
+// Limits bound the tokens a keyring issues and accepts. A token with many
+// groups costs the node a NATS subscription per group and a long welcome;
+// a long one costs memory before its signature is even checked. Zero
+// values mean the defaults.
+type Limits struct {
+	// MaxGroups is the most groups (grp) a token may carry. Default 32.
+	MaxGroups int `yaml:"max_groups"`
+	// MaxBytes is the longest token accepted, in bytes. Default 4096.
+	MaxBytes int `yaml:"max_bytes"`
+}
+
+// Default limits.
+const (
+	DefaultMaxGroups = 32
+	DefaultMaxBytes  = 4096
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxGroups <= 0 {
+		l.MaxGroups = DefaultMaxGroups
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	return l
+}
+
+// Validate checks the limits; errors name the key (tokens.*).
+func (l Limits) Validate() error {
+	l = l.withDefaults()
+	if l.MaxBytes < 512 {
+		return fmt.Errorf("tokens.max_bytes: %d is below 512", l.MaxBytes)
+	}
+	return nil
+}
+
+// SetLimits replaces the keyring's limits (the defaults until then). Call
+// it before the keyring is shared.
+func (kr *Keyring) SetLimits(l Limits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	kr.limits = l.withDefaults()
+	return nil
+}
+
+// Limits returns the keyring's limits, defaults applied.
+func (kr *Keyring) Limits() Limits { return kr.limits }
 
 // MinHMACSecret is the shortest HMAC secret accepted, in bytes.
 const MinHMACSecret = 32
@@ -87,7 +159,7 @@ const MinHMACSecret = 32
 // NewKeyring builds a keyring from each service's keys. The first key of a
 // service is the one Issue signs with; all of them verify.
 func NewKeyring(services map[string][]Key) (*Keyring, error) {
-	kr := &Keyring{byID: map[string]*key{}, byService: map[string][]*key{}, leeway: 5 * time.Second, now: time.Now}
+	kr := &Keyring{byID: map[string]*key{}, byService: map[string][]*key{}, leeway: 5 * time.Second, now: time.Now, limits: Limits{}.withDefaults()}
 	names := make([]string, 0, len(services))
 	for s := range services {
 		names = append(names, s)
@@ -195,8 +267,16 @@ type IssueOptions struct {
 	Groups []string
 	// TTL of the token. Default 24h.
 	TTL time.Duration
-	// ID sets the jti claim.
+	// ID sets the jti claim, a valid name. Default: 22 random characters,
+	// so that every token can be revoked by its ID.
 	ID string
+	// FirstIssued sets the auth_time claim: when the chain of tokens this
+	// one continues began (a refresh keeps its predecessor's). Default:
+	// none, the token starts a chain.
+	FirstIssued time.Time
+	// NotAfter, when set, caps the expiry: exp is the earlier of now+TTL
+	// and NotAfter.
+	NotAfter time.Time
 }
 
 // DefaultTTL is the lifetime of a token issued without a TTL.
@@ -217,16 +297,31 @@ func (kr *Keyring) Issue(service, device string, o IssueOptions) (string, error)
 			return "", fmt.Errorf("token: tier: %w", err)
 		}
 	}
+	if len(o.Groups) > kr.limits.MaxGroups {
+		return "", fmt.Errorf("%w: %d groups, at most %d (tokens.max_groups)", ErrTooLarge, len(o.Groups), kr.limits.MaxGroups)
+	}
 	for _, g := range o.Groups {
 		if err := protocol.ValidName(g); err != nil {
 			return "", fmt.Errorf("token: group: %w", err)
 		}
+	}
+	id := o.ID
+	if id == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		id = base64.RawURLEncoding.EncodeToString(b[:])
+	} else if err := protocol.ValidName(id); err != nil {
+		return "", fmt.Errorf("token: id: %w", err)
 	}
 	ttl := o.TTL
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
 	now := kr.now()
+	exp := now.Add(ttl)
+	if !o.NotAfter.IsZero() && o.NotAfter.Before(exp) {
+		exp = o.NotAfter
+	}
 	c := Claims{
 		Service: service,
 		Tier:    o.Tier,
@@ -234,9 +329,12 @@ func (kr *Keyring) Issue(service, device string, o IssueOptions) (string, error)
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   device,
 			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-			ID:        o.ID,
+			ExpiresAt: jwt.NewNumericDate(exp),
+			ID:        id,
 		},
+	}
+	if !o.FirstIssued.IsZero() {
+		c.AuthTime = jwt.NewNumericDate(o.FirstIssued)
 	}
 	var t *jwt.Token
 	var signKey any
@@ -253,6 +351,9 @@ func (kr *Keyring) Issue(service, device string, o IssueOptions) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("token: sign: %w", err)
 	}
+	if len(s) > kr.limits.MaxBytes {
+		return "", fmt.Errorf("%w: the token would be %d bytes, at most %d (tokens.max_bytes)", ErrTooLarge, len(s), kr.limits.MaxBytes)
+	}
 	return s, nil
 }
 
@@ -260,6 +361,9 @@ func (kr *Keyring) Issue(service, device string, o IssueOptions) (string, error)
 // claims. The key is chosen by kid, or, without kid, among the keys of the
 // service the token claims.
 func (kr *Keyring) Verify(raw string) (*Claims, error) {
+	if len(raw) > kr.limits.MaxBytes {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(raw), kr.limits.MaxBytes)
+	}
 	// A token has exactly one spelling: base64url and dots only (Go's
 	// base64 skips CR and LF), decoded strictly (no stray bits in the last
 	// character of the signature).
@@ -326,6 +430,9 @@ func (kr *Keyring) Verify(raw string) (*Claims, error) {
 			return nil, fmt.Errorf("%w: tier: %w", ErrClaims, err)
 		}
 	}
+	if len(c.Groups) > kr.limits.MaxGroups {
+		return nil, fmt.Errorf("%w: %d groups, at most %d", ErrTooLarge, len(c.Groups), kr.limits.MaxGroups)
+	}
 	for _, g := range c.Groups {
 		if err := protocol.ValidName(g); err != nil {
 			return nil, fmt.Errorf("%w: grp: %w", ErrClaims, err)
@@ -335,7 +442,7 @@ func (kr *Keyring) Verify(raw string) (*Claims, error) {
 }
 
 func classify(err error) error {
-	for _, e := range []error{ErrUnknownKey, ErrClaims} {
+	for _, e := range []error{ErrUnknownKey, ErrClaims, ErrTooLarge} {
 		if errors.Is(err, e) {
 			return err
 		}

@@ -9,15 +9,19 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tetherhq/tether/bus"
 )
 
 // DefaultListen is the client address used when Config.Listen is empty.
@@ -44,9 +48,29 @@ type Config struct {
 	ServerName string `yaml:"server_name"`
 	// MaxPayload is the largest message accepted, in bytes. Default 1 MiB.
 	MaxPayload int32 `yaml:"max_payload"`
-	// User and Password, when set, are required of every client.
+	// User and Password, when set, are required of every client (one user
+	// for everything; see Auth for one per role). Default: none.
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
+	// Auth, when set, gives every role of a tether deployment its own
+	// user with generated permissions (auth.go); it excludes User. It
+	// needs Subjects and Services. Default: none.
+	Auth *Auth `yaml:"auth"`
+	// Subjects and Services are the deployment's subject prefix and
+	// services, for Auth's permissions (from the tether configuration).
+	Subjects bus.Subjects `yaml:"-"`
+	Services []string     `yaml:"-"`
+	// TLS, when its cert_file is set, makes clients connect with TLS
+	// (tls://). Default: none.
+	TLS TLSConfig `yaml:"tls"`
+	// ClusterUser and ClusterPassword, when set, are required of the other
+	// servers of the cluster (their routes carry them:
+	// nats-route://user:password@host:port). Default: none.
+	ClusterUser     string `yaml:"cluster_user"`
+	ClusterPassword string `yaml:"cluster_password"`
+	// ClusterTLS, when its cert_file is set, encrypts (and with verify,
+	// mutually authenticates) the routes. Default: none.
+	ClusterTLS TLSConfig `yaml:"cluster_tls"`
 	// Logs turns the server's own logging on (through slog).
 	Logs bool `yaml:"logs"`
 	// SystemAccount, when its user is set, gives NATS's system account
@@ -90,12 +114,42 @@ func (c Config) Validate() error {
 	if sa.User != "" && (sa.User == c.User || sa.User == anonymousUser) {
 		return fmt.Errorf("nats_server.system_account.user: %q is taken by tether's clients", sa.User)
 	}
+	if c.Auth != nil {
+		if c.User != "" {
+			return errors.New("nats_server.auth and nats_server.user exclude each other")
+		}
+		for _, r := range c.Auth.roles() {
+			if sa.User != "" && r.cred.Password != "" && r.cred.User == sa.User {
+				return fmt.Errorf("nats_server.system_account.user: %q is taken by nats_server.auth", sa.User)
+			}
+		}
+	}
 	return nil
+}
+
+// TLSConfig holds the PEM files of a TLS listener.
+type TLSConfig struct {
+	// CertFile and KeyFile are the server's certificate and key; setting
+	// CertFile turns TLS on.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CAFile verifies the peers' certificates (clients', or other
+	// servers'). Default: the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// Verify requires peers to present a certificate signed by CAFile.
+	// Default false.
+	Verify bool `yaml:"verify"`
+}
+
+func (t TLSConfig) config() (*tls.Config, error) {
+	return server.GenTLSConfig(&server.TLSConfigOpts{CertFile: t.CertFile, KeyFile: t.KeyFile, CaFile: t.CAFile, Verify: t.Verify})
 }
 
 // Server is an embedded NATS server.
 type Server struct {
-	ns *server.Server
+	ns                       *server.Server
+	routeUser, routePassword string
+	tls                      bool
 }
 
 // Errors.
@@ -148,21 +202,49 @@ func Start(c Config, log *slog.Logger) (*Server, error) {
 		NoSigs:     true,
 		NoLog:      !c.Logs,
 	}
+	var clients *server.Account // tether's account beside the system account; nil: $G
 	if sa := c.SystemAccount; sa.User != "" {
 		// An account of their own for the clients, rather than $G: with
 		// only $G and the system account, nats-server would let clients
 		// without credentials into $G whatever the users say.
-		sys, clients := server.NewAccount(SystemAccountName), server.NewAccount(ClientAccountName)
+		sys := server.NewAccount(SystemAccountName)
+		clients = server.NewAccount(ClientAccountName)
 		opts.Accounts = []*server.Account{sys, clients}
 		opts.SystemAccount = SystemAccountName
 		opts.Users = []*server.User{{Username: sa.User, Password: sa.Password, Account: sys}}
-		if c.User != "" {
-			opts.Users = append(opts.Users, &server.User{Username: c.User, Password: c.Password, Account: clients})
-		} else {
-			opts.Users = append(opts.Users, &server.User{Username: anonymousUser, Account: clients})
-			opts.NoAuthUser = anonymousUser
-		}
 		opts.Username, opts.Password = "", ""
+	}
+	switch {
+	case c.Auth != nil:
+		// One user per role, all in tether's account.
+		subj := c.Subjects
+		if subj.Prefix() == "" {
+			subj = bus.MustSubjects("")
+		}
+		if err := c.Auth.Validate("auth", c.Services); err != nil {
+			return nil, fmt.Errorf("natsserver: %w", err)
+		}
+		users, err := c.Auth.users(subj, c.Services)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range users {
+			u.Account = clients
+		}
+		opts.Users = append(opts.Users, users...)
+		opts.Username, opts.Password = "", ""
+	case clients != nil && c.User != "":
+		opts.Users = append(opts.Users, &server.User{Username: c.User, Password: c.Password, Account: clients})
+	case clients != nil:
+		opts.Users = append(opts.Users, &server.User{Username: anonymousUser, Account: clients})
+		opts.NoAuthUser = anonymousUser
+	}
+	if c.TLS.CertFile != "" {
+		if opts.TLSConfig, err = c.TLS.config(); err != nil {
+			return nil, fmt.Errorf("natsserver: tls: %w", err)
+		}
+		opts.TLS, opts.TLSVerify = true, c.TLS.Verify
+		opts.TLSTimeout = 2
 	}
 	if c.HTTPListen != "" {
 		if opts.HTTPHost, opts.HTTPPort, err = hostPort("http_listen", c.HTTPListen); err != nil {
@@ -176,6 +258,13 @@ func Start(c Config, log *slog.Logger) (*Server, error) {
 		}
 		if opts.Cluster.Host, opts.Cluster.Port, err = hostPort("cluster_listen", c.ClusterListen); err != nil {
 			return nil, err
+		}
+		opts.Cluster.Username, opts.Cluster.Password = c.ClusterUser, c.ClusterPassword
+		if c.ClusterTLS.CertFile != "" {
+			if opts.Cluster.TLSConfig, err = c.ClusterTLS.config(); err != nil {
+				return nil, fmt.Errorf("natsserver: cluster_tls: %w", err)
+			}
+			opts.Cluster.TLSTimeout = 2
 		}
 		for _, r := range c.Routes {
 			u, err := url.Parse(r)
@@ -212,11 +301,17 @@ func Start(c Config, log *slog.Logger) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("natsserver: on %s: %w", c.Listen, ErrNotReady)
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, routeUser: c.ClusterUser, routePassword: c.ClusterPassword, tls: c.TLS.CertFile != ""}, nil
 }
 
-// ClientURL is the nats:// URL clients connect to.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+// ClientURL is the nats:// URL clients connect to (tls:// with TLS).
+func (s *Server) ClientURL() string {
+	u := s.ns.ClientURL()
+	if rest, ok := strings.CutPrefix(u, "nats://"); ok && s.tls {
+		u = "tls://" + rest
+	}
+	return u
+}
 
 // MonitorURL is the base http:// URL of the monitoring endpoints, or "" when
 // monitoring is off.
@@ -229,13 +324,18 @@ func (s *Server) MonitorURL() string {
 }
 
 // RouteURL is the nats-route:// URL other servers use to join this one's
-// cluster, or "" when clustering is off.
+// cluster, with the route credentials when there are some, or "" when
+// clustering is off.
 func (s *Server) RouteURL() string {
 	a := s.ns.ClusterAddr()
 	if a == nil {
 		return ""
 	}
-	return "nats-route://" + net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+	u := url.URL{Scheme: "nats-route", Host: net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))}
+	if s.routeUser != "" {
+		u.User = url.UserPassword(s.routeUser, s.routePassword)
+	}
+	return u.String()
 }
 
 // NumRoutes is the number of other servers this one has a route to. (With

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,11 +63,23 @@ type pend struct {
 	conn  int32
 }
 
+// inboxFor returns a fresh inbox under the inbox prefix of the service of
+// subjects (pushes of one service): the only one nodes answer on by default.
+func inboxFor(subjects []string) string {
+	svc := "x"
+	if len(subjects) > 0 {
+		if _, rest, ok := strings.Cut(subjects[0], ".svc."); ok {
+			svc, _, _ = strings.Cut(rest, ".")
+		}
+	}
+	return bus.InboxPrefix(svc) + "." + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
+}
+
 func newPusher(nc *nats.Conn, subjects []string, timeout time.Duration) (*pusher, error) {
 	p := &pusher{
 		nc: nc, subjects: subjects, data: []byte(`{"bench":"unicast"}`),
 		hdr:    nats.Header{bus.HeaderTimeout: {strconv.FormatInt(timeout.Milliseconds(), 10)}},
-		inbox:  nats.NewInbox() + ".",
+		inbox:  inboxFor(subjects) + ".",
 		expire: timeout + 2*time.Second,
 		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
@@ -414,7 +427,7 @@ func broadcast(ctx context.Context, nc *nats.Conn, subject string, window int, d
 			row := 0
 			for time.Now().Before(end) && ctx.Err() == nil {
 				rctx, cancel := context.WithTimeout(ctx, timeout)
-				m, err := nc.RequestMsgWithContext(rctx, &nats.Msg{Subject: subject, Data: data, Header: hdr})
+				m, err := request(rctx, nc, &nats.Msg{Subject: subject, Data: data, Header: hdr})
 				cancel()
 				var r bus.Reply
 				if err == nil {
@@ -452,4 +465,25 @@ func broadcast(ctx context.Context, nc *nats.Conn, subject string, window int, d
 		st.err = ctx.Err()
 	}
 	return st
+}
+
+// request publishes a push request with a reply subject under its
+// service's inbox prefix (the only one nodes answer on by default) and
+// returns the first reply; NATS's no-responders status is
+// nats.ErrNoResponders.
+func request(ctx context.Context, nc *nats.Conn, m *nats.Msg) (*nats.Msg, error) {
+	m.Reply = inboxFor([]string{m.Subject})
+	sub, err := nc.SubscribeSync(m.Reply)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	r, err := sub.NextMsgWithContext(ctx)
+	if err == nil && len(r.Data) == 0 && r.Header.Get("Status") == "503" {
+		return nil, nats.ErrNoResponders
+	}
+	return r, err
 }

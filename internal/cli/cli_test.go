@@ -206,6 +206,10 @@ var composeEnv = map[string]string{
 	"TETHER_ADMIN_TOKEN": "change-me-admin-token", "TETHER_CLUSTER_SECRET": "change-me-cluster-secret",
 	"VACUUM_TOKEN_SECRET": "change-me-vacuum-secret-0123456789abcdef", "VACUUM_REGISTRATION_SECRET": "change-me-vacuum-registration",
 	"AIRCON_TOKEN_SECRET": "change-me-aircon-secret-0123456789abcdef",
+	"TETHER_NATS_USER":    "tether-node", "TETHER_NATS_PASSWORD": "change-me-nats-node",
+	"NATS_NODE_PASSWORD": "change-me-nats-node", "NATS_DIRECTORY_PASSWORD": "change-me-nats-directory",
+	"NATS_BALANCER_PASSWORD": "change-me-nats-balancer", "NATS_OPERATOR_PASSWORD": "change-me-nats-operator",
+	"NATS_APP_VACUUM_PASSWORD": "change-me-nats-vacuum", "NATS_APP_AIRCON_PASSWORD": "change-me-nats-aircon",
 }
 
 func TestCheck(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tetherhq/tether/bus"
 	"github.com/tetherhq/tether/directory"
+	"github.com/tetherhq/tether/internal/certs"
 	"github.com/tetherhq/tether/store"
 )
 
@@ -34,6 +35,7 @@ Global flags (before the command; --json also after it):
   --token TOKEN  admin token (default $TETHER_ADMIN_TOKEN)
   --json         print JSON instead of tables
   --timeout D    request timeout (default 30s)
+  --cacert FILE  PEM CAs to trust for an https:// directory (default: the system's)
 
 Commands:
   map                                        the whole map: services, tiers, nodes, liveness
@@ -53,6 +55,12 @@ Commands:
   clients rm ID                              remove a client mapping
   seed FILE                                  apply a YAML seed file (nodes, services, clients)
   decisions [--limit N]                      the balancer's recent decisions (rule, moves, outcome, change)
+  revoke --service S --device D [--not-before T] [--until T]
+                                             revoke a device: its tokens issued before T (default now) are
+                                             refused and its live connections closed (4006)
+  revoke --service S --token-id ID [--until T]
+  revoke --token TOKEN                       revoke one token
+  revocations                                list the revocations in force
 `
 
 type adminCmd struct {
@@ -91,6 +99,7 @@ func runAdmin(ctx context.Context, io IO, args []string) error {
 	baseURL := fs.String("url", defURL, "")
 	tok := fs.String("token", defToken, "")
 	timeout := fs.Duration("timeout", 30*time.Second, "")
+	caFile := fs.String("cacert", "", "")
 	a := &adminCmd{ctx: ctx, stdout: stdout, stderr: stderr}
 	fs.BoolVar(&a.json, "json", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -104,7 +113,15 @@ func runAdmin(ctx context.Context, io IO, args []string) error {
 	if len(rest) == 0 {
 		return a.usage("no command")
 	}
-	c, err := directory.NewAdminClient(*baseURL, *tok, &http.Client{Timeout: *timeout})
+	hc := &http.Client{Timeout: *timeout}
+	if *caFile != "" {
+		tc, err := certs.ClientConfig(*caFile, "", "", "")
+		if err != nil {
+			return a.usage("--cacert: %v", err)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: tc}
+	}
+	c, err := directory.NewAdminClient(*baseURL, *tok, hc)
 	if err != nil {
 		return a.usage("--url: %v", err)
 	}
@@ -125,6 +142,10 @@ func runAdmin(ctx context.Context, io IO, args []string) error {
 		return a.seed(rest)
 	case "decisions", "decision":
 		return a.decisions(rest)
+	case "revoke":
+		return a.revoke(rest)
+	case "revocations":
+		return a.revocations(rest)
 	case "help":
 		fmt.Fprint(stdout, adminUsage)
 		return nil
@@ -539,7 +560,7 @@ func adminURLFlag(args []string) bool {
 		if name == "url" {
 			return true
 		}
-		if (name == "token" || name == "timeout") && !hasValue {
+		if (name == "token" || name == "timeout" || name == "cacert") && !hasValue {
 			i++ // skip its value
 		}
 	}

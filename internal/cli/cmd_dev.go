@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/tetherhq/tether/bus/natsserver"
 	"github.com/tetherhq/tether/internal/devcluster"
 	"github.com/tetherhq/tether/protocol"
 )
@@ -38,6 +42,7 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	metricsPort := fs.Int("metrics-port", 18180, "node-1's /metrics port; the other nodes follow, the balancer is at +10 and the appliances at +11 (0: any free ports, the default with --node-port 0; -1: none; the directory serves its own /metrics)")
 	ui := fs.Bool("ui", true, "serve the live cluster page at the directory's /ui (--ui=false: none)")
 	quiet := fs.Bool("quiet", false, "no live status line")
+	natsAuth := fs.Bool("nats-auth", false, "run NATS with one user per role and per service's apps (nats_server.auth of the configuration), each limited to its own subjects; every part connects as its own user")
 	setLogDefault(fs, "warn")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -85,6 +90,7 @@ func runDev(ctx context.Context, io IO, args []string) error {
 		NATSPort: *natsPort, MonitorPort: *monPort, DirectoryPort: *dirPort, NodePort: *nodePort, MetricsPort: *metricsPort,
 		Redis: cfg.Store.Redis, PushRate: *rate, UpstreamEvery: *upstream, Log: log,
 		NoBalancer: !*balance, HotService: hotService, HotAfter: hotAfter, HotFor: hotFor,
+		NATSAuth: *natsAuth,
 	})
 	if err != nil {
 		return err
@@ -100,8 +106,16 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	for _, n := range c.Nodes {
 		nodeURLs = append(nodeURLs, n.URL())
 	}
+	stateNATS := c.NATS.ClientURL()
+	if op, ok := c.NATSUsers[natsserver.RoleOperator]; ok {
+		// tether push, admin and simulate find the cluster as its operator.
+		if u, err := url.Parse(stateNATS); err == nil {
+			u.User = url.UserPassword(op.User, op.Password)
+			stateNATS = u.String()
+		}
+	}
 	statePath, _ := writeDevState(io, devState{
-		PID: os.Getpid(), NATSURL: c.NATS.ClientURL(), NATSMonitor: c.NATS.MonitorURL(),
+		PID: os.Getpid(), NATSURL: stateNATS, NATSMonitor: c.NATS.MonitorURL(),
 		DirectoryURL: c.Directory.URL(), AdminToken: cfg.Directory.AdminToken, Nodes: nodeURLs,
 	})
 	out := io.Stderr // the banner and status go to stderr, so --json output stays clean
@@ -110,6 +124,13 @@ func runDev(ctx context.Context, io IO, args []string) error {
 	}
 	fmt.Fprintf(out, "tether dev: %d nodes, %d appliances, services %s\n", len(c.Nodes), max(*devices, 0), strings.Join(serviceNames(c), ", "))
 	fmt.Fprintf(out, "  NATS        %s   (monitoring %s/varz /connz /subsz)\n", c.NATS.ClientURL(), c.NATS.MonitorURL())
+	if len(c.NATSUsers) > 0 {
+		var names []string
+		for _, role := range slices.Sorted(maps.Keys(c.NATSUsers)) {
+			names = append(names, role+"="+c.NATSUsers[role].User)
+		}
+		fmt.Fprintf(out, "  NATS users  %s   (nats_server.auth; passwords in the configuration)\n", strings.Join(names, " "))
+	}
 	if sa := cfg.NATSServer.SystemAccount; sa.User != "" {
 		fmt.Fprintf(out, "  NATS system account   user %q password %q   (nats --user %s --password %s server report connections)\n", sa.User, sa.Password, sa.User, sa.Password)
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -46,6 +47,16 @@ func (f *File) Check() (problems []error, notes []string) {
 		notes = append(notes, "node.id is not set: give each tether node its own with --id")
 	}
 	add(n.Validate())
+	if f.Store.Redis != nil && n.ClusterSecret == "" && !n.MultipleConnections && !n.AllowUnsignedTakeovers {
+		add(errors.New("node.cluster_secret: required for a node that registers in a shared store (store.redis); set node.allow_unsigned_takeovers: true to run without (docs/security.md)"))
+	}
+	if f.NATSServer.Auth != nil {
+		sc, err := f.NATSServerConfig()
+		if err == nil {
+			err = sc.Validate()
+		}
+		add(err)
+	}
 
 	d := f.Directory
 	secrets := f.RegistrationSecrets()

@@ -35,8 +35,16 @@ import (
 type File struct {
 	// NATS says how to reach NATS.
 	NATS bus.Config `yaml:"nats"`
+	// NATSServer configures the NATS server that `tether nats --config`
+	// embeds: listeners, TLS, route authentication, the system account,
+	// and one user per role with permissions generated from this file
+	// (nats_server.auth). `tether dev` uses its system_account (and, with
+	// --nats-auth, its auth), and picks its own addresses.
+	NATSServer natsserver.Config `yaml:"nats_server"`
 	// Services holds each service's token keys and registration secret.
 	Services map[string]Service `yaml:"services"`
+	// Tokens bounds the device tokens every process issues and accepts.
+	Tokens token.Limits `yaml:"tokens"`
 	// Node configures `tether node`.
 	Node node.Config `yaml:"node"`
 	// Directory configures `tether directory`.
@@ -47,10 +55,6 @@ type File struct {
 	// Store selects the shared store: Redis when store.redis is set,
 	// otherwise in-process memory (single binary only).
 	Store Store `yaml:"store"`
-	// NATSServer configures the NATS server that `tether nats` and
-	// `tether dev` embed (only its system_account for `tether dev`, which
-	// picks its own addresses).
-	NATSServer natsserver.Config `yaml:"nats_server"`
 	// Seed is applied to the store at start by `tether dev` and by
 	// `tether directory --seed`: services, tiers, nodes, assignments and
 	// clients.
@@ -64,6 +68,13 @@ type Service struct {
 	// RegistrationSecret lets holders obtain device tokens from the
 	// directory's negotiate endpoint. Optional.
 	RegistrationSecret string `yaml:"registration_secret"`
+	// PreviousRegistrationSecret is also accepted by negotiate while
+	// RegistrationSecret is rotated (docs/security.md). Optional.
+	PreviousRegistrationSecret string `yaml:"previous_registration_secret"`
+	// TokenRefresh lets devices refresh their tokens at the directory's
+	// negotiate endpoint (Bearer <device token>, no body), within
+	// directory.max_token_lifetime. Default false.
+	TokenRefresh bool `yaml:"token_refresh"`
 }
 
 // Store is the store section.
@@ -340,7 +351,59 @@ func (f *File) Keyring() (*token.Keyring, error) {
 	for name, s := range f.Services {
 		m[name] = s.Keys
 	}
-	return token.NewKeyring(m)
+	kr, err := token.NewKeyring(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := kr.SetLimits(f.Tokens); err != nil {
+		return nil, err
+	}
+	return kr, nil
+}
+
+// NATSServerConfig returns the nats_server section with the subject prefix
+// and the services filled in, for the permissions of nats_server.auth.
+func (f *File) NATSServerConfig() (natsserver.Config, error) {
+	c := f.NATSServer
+	subj, err := f.NATS.Subjects()
+	if err != nil {
+		return c, err
+	}
+	c.Subjects = subj
+	for name := range f.Services {
+		c.Services = append(c.Services, name)
+	}
+	slices.Sort(c.Services)
+	if c.Auth != nil {
+		if err := c.Auth.Validate("nats_server.auth", c.Services); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// PreviousRegistrationSecrets returns the services' previous
+// registration secrets.
+func (f *File) PreviousRegistrationSecrets() map[string]string {
+	m := map[string]string{}
+	for name, s := range f.Services {
+		if s.PreviousRegistrationSecret != "" {
+			m[name] = s.PreviousRegistrationSecret
+		}
+	}
+	return m
+}
+
+// RefreshServices returns the services with token_refresh set, sorted.
+func (f *File) RefreshServices() []string {
+	var out []string
+	for name, s := range f.Services {
+		if s.TokenRefresh {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // RegistrationSecrets returns the services' registration secrets.

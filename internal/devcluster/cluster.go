@@ -66,6 +66,11 @@ type Options struct {
 	HotFor     time.Duration
 	// HotFactor defaults to 4.
 	HotFactor int
+	// NATSAuth runs NATS with the users of the configuration's
+	// nats_server.auth, one per role and one per service's apps, with
+	// their generated permissions, and connects every part as its own
+	// user (docs/security.md).
+	NATSAuth bool
 	// Log receives the components' logs.
 	Log *slog.Logger
 }
@@ -104,7 +109,10 @@ type Cluster struct {
 	subj  bus.Subjects
 	start time.Time
 
-	NATS      *natsserver.Server
+	NATS *natsserver.Server
+	// NATSUsers, with Options.NATSAuth, are the NATS users by role
+	// ("node", "directory", "balancer", "operator", "app:<service>").
+	NATSUsers map[string]natsserver.Credential
 	Store     store.Store
 	Nodes     []*node.Node
 	Directory *directory.Server
@@ -152,17 +160,42 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 
 	// NATS.
-	c.NATS, err = natsserver.Start(natsserver.Config{
+	nsc := natsserver.Config{
 		Listen:        c.addr(c.pickPort(o.NATSPort, "NATS")),
 		HTTPListen:    c.addr(c.pickPort(o.MonitorPort, "NATS monitoring")),
 		ServerName:    "tether-dev",
 		SystemAccount: o.Config.NATSServer.SystemAccount,
-	}, o.Log)
+	}
+	var auth *natsserver.Auth
+	if o.NATSAuth {
+		full, err := o.Config.NATSServerConfig()
+		if err != nil {
+			return nil, err
+		}
+		if full.Auth == nil {
+			return nil, errors.New("devcluster: --nats-auth needs a nats_server.auth section in the configuration")
+		}
+		auth = full.Auth
+		nsc.Auth, nsc.Subjects, nsc.Services = auth, full.Subjects, full.Services
+	}
+	c.NATS, err = natsserver.Start(nsc, o.Log)
 	if err != nil {
 		return nil, err
 	}
 	natsCfg := o.Config.NATS
 	natsCfg.URLs = []string{c.NATS.ClientURL()}
+	appCfg := func(svc string) bus.Config { return natsCfg }
+	var roleUser func(role string) (string, string)
+	if auth != nil {
+		users := auth.Users()
+		roleUser = func(role string) (string, string) { c := users[role]; return c.User, c.Password }
+		appCfg = func(svc string) bus.Config {
+			a := natsCfg
+			a.User, a.Password = roleUser(natsserver.RoleApp + ":" + svc)
+			return a
+		}
+		c.NATSUsers = users
+	}
 
 	// Store.
 	if o.Redis != nil {
@@ -176,7 +209,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 
 	// Edge nodes, and the directory, wired as their commands wire them.
-	env := process.Env{Config: o.Config, Log: o.Log, Store: c.Store, NATSURLs: natsCfg.URLs}
+	env := process.Env{Config: o.Config, Log: o.Log, Store: c.Store, NATSURLs: natsCfg.URLs, NATSUser: roleUser}
 	for i := range o.Nodes {
 		ncfg := o.Config.Node
 		ncfg.ID = "node-" + strconv.Itoa(i+1)
@@ -230,7 +263,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 
 	// A demo app per service.
 	for _, svc := range services {
-		anc, err := c.connect(ctx, natsCfg, "tether-dev-app-"+svc)
+		anc, err := c.connect(ctx, appCfg(svc), "tether-dev-app-"+svc)
 		if err != nil {
 			return nil, err
 		}

@@ -70,7 +70,7 @@ func (p *Balancer) Start(ctx context.Context) (err error) {
 		return err
 	}
 	u.add(release)
-	nc, err := p.env.connect(ctx, "tether-balancer")
+	nc, err := p.env.connect(ctx, "balancer", "tether-balancer")
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,8 +42,8 @@ type Directory struct {
 var _ Process = (*Directory)(nil)
 
 // DirectoryConfig is the directory section of the configuration with the
-// registration secrets of the services section merged in
-// (directory.registration_secrets wins).
+// registration secrets and token_refresh settings of the services section
+// merged in (directory.registration_secrets wins).
 func DirectoryConfig(env Env) directory.Config {
 	d := env.Config.Directory
 	secrets := env.Config.RegistrationSecrets()
@@ -50,6 +51,16 @@ func DirectoryConfig(env Env) directory.Config {
 		secrets[svc] = s
 	}
 	d.RegistrationSecrets = secrets
+	prev := env.Config.PreviousRegistrationSecrets()
+	for svc, s := range d.PreviousRegistrationSecrets {
+		prev[svc] = s
+	}
+	d.PreviousRegistrationSecrets = prev
+	for _, svc := range env.Config.RefreshServices() {
+		if !slices.Contains(d.RefreshServices, svc) {
+			d.RefreshServices = append(d.RefreshServices, svc)
+		}
+	}
 	return d
 }
 
@@ -108,7 +119,7 @@ func (p *Directory) Start(ctx context.Context) (err error) {
 		}
 		log.Info("seed applied")
 	}
-	nc, err := p.env.connect(ctx, "tether-directory")
+	nc, err := p.env.connect(ctx, "directory", "tether-directory")
 	if err != nil {
 		return err
 	}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/tetherhq/tether/membership"
 	"github.com/tetherhq/tether/node"
+	"github.com/tetherhq/tether/token"
 )
 
 // Node is an edge node process: the node, and its cluster membership when
@@ -76,7 +78,7 @@ func (p *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	nc, err := p.env.connect(ctx, "tether-node-"+p.cfg.ID)
+	nc, err := p.env.connect(ctx, "node", "tether-node-"+p.cfg.ID)
 	if err != nil {
 		return err
 	}
@@ -92,10 +94,21 @@ func (p *Node) Start(ctx context.Context) (err error) {
 		return err
 	default:
 		u.add(release)
+		if err := checkClusterSecret(p.cfg); err != nil {
+			return err
+		}
 		if m, err = membership.New(membership.Deps{Store: st, NATS: nc, Subjects: &subj, Log: log}); err != nil {
 			return err
 		}
 		deps.Observer = m
+		deps.LoadRevocations = func(ctx context.Context) ([]token.Revocation, error) {
+			rs, err := st.Revocations(ctx, time.Now())
+			out := make([]token.Revocation, len(rs))
+			for i, r := range rs {
+				out[i] = token.Revocation{Service: r.Service, Device: r.Device, NotBefore: r.NotBefore, TokenID: r.TokenID, Until: r.Until}
+			}
+			return out, err
+		}
 	}
 	n, err := node.New(p.cfg, deps)
 	if err != nil {
@@ -139,4 +152,21 @@ func (p *Node) Shutdown(ctx context.Context) error {
 		release()
 	}
 	return err
+}
+
+// ErrNoClusterSecret is returned by Start for a node that registers in a
+// shared store without node.cluster_secret (and without
+// node.allow_unsigned_takeovers).
+var ErrNoClusterSecret = errors.New("node.cluster_secret: required for a node that registers in a shared store (other nodes may share it): " +
+	"without it any app allowed to push to a device can close its connection for good (4005 is terminal). " +
+	"Set the same secret of 16 bytes or more on every node, or node.allow_unsigned_takeovers: true to run without")
+
+// checkClusterSecret refuses a node that registers in a shared store, and
+// so may have peers whose takeovers it obeys, without a cluster secret.
+// Nodes that allow several connections per device send no takeovers.
+func checkClusterSecret(cfg node.Config) error {
+	if cfg.ClusterSecret == "" && !cfg.MultipleConnections && !cfg.AllowUnsignedTakeovers {
+		return ErrNoClusterSecret
+	}
+	return nil
 }

@@ -62,6 +62,10 @@ type Env struct {
 	Store store.Store
 	// NATSURLs, when set, replace nats.urls of the configuration.
 	NATSURLs []string
+	// NATSUser, when set, gives the NATS user and password of each role
+	// ("node", "directory", "balancer"; user "" for the configuration's
+	// own): `tether dev --nats-auth` connects each part as its own user.
+	NATSUser func(role string) (user, password string)
 }
 
 func (e Env) log() *slog.Logger {
@@ -75,11 +79,16 @@ func (e Env) keys() (*token.Keyring, error) { return e.Config.Keyring() }
 
 func (e Env) subjects() (bus.Subjects, error) { return e.Config.NATS.Subjects() }
 
-// connect opens a NATS connection named name.
-func (e Env) connect(ctx context.Context, name string) (*nats.Conn, error) {
+// connect opens a NATS connection named name for a part of role.
+func (e Env) connect(ctx context.Context, role, name string) (*nats.Conn, error) {
 	c := e.Config.NATS
 	if len(e.NATSURLs) > 0 {
 		c.URLs = e.NATSURLs
+	}
+	if e.NATSUser != nil {
+		if u, p := e.NATSUser(role); u != "" {
+			c.User, c.Password, c.Token, c.Creds = u, p, "", ""
+		}
 	}
 	return bus.Connect(ctx, c, name, e.log())
 }

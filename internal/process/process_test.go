@@ -14,7 +14,10 @@ import (
 	"github.com/tetherhq/tether/internal/config"
 	"github.com/tetherhq/tether/internal/process"
 	"github.com/tetherhq/tether/internal/testutil"
+	"github.com/tetherhq/tether/node"
+	"github.com/tetherhq/tether/simulator"
 	"github.com/tetherhq/tether/store"
+	"github.com/tetherhq/tether/token"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -131,5 +134,62 @@ func TestProcessErrors(t *testing.T) {
 	}
 	if err := np.Start(context.Background()); err == nil {
 		t.Fatal("Start without NATS succeeded")
+	}
+}
+
+// A node that registers in a shared store, and so may have peers whose
+// takeovers it obeys, needs node.cluster_secret unless told otherwise; a
+// revocation in the store is in force before it accepts a device.
+func TestNodeNeedsClusterSecret(t *testing.T) {
+	st := store.NewMemory()
+	e := env(t, st)
+	ncfg := e.Config.Node
+	ncfg.ID, ncfg.Listen, ncfg.ClusterSecret = "n1", "127.0.0.1:0", ""
+	np, err := process.NewNode(e, ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := np.Start(ctx); !errors.Is(err, process.ErrNoClusterSecret) {
+		t.Fatalf("Start without a cluster secret: %v", err)
+	}
+	for name, mod := range map[string]func(*node.Config){
+		"allow_unsigned_takeovers": func(c *node.Config) { c.AllowUnsignedTakeovers = true },
+		"multiple_connections":     func(c *node.Config) { c.MultipleConnections = true },
+	} {
+		c := ncfg
+		mod(&c)
+		np, err := process.NewNode(e, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := np.Start(ctx); err != nil {
+			t.Fatalf("Start with %s: %v", name, err)
+		}
+		_ = np.Shutdown(ctx)
+	}
+	// Revocations recorded before the node started are in force at once.
+	if err := st.Revoke(ctx, store.Revocation{Service: "vacuum", TokenID: "t-1", Until: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	ncfg.ClusterSecret = "process-test-cluster-secret"
+	np, err = process.NewNode(e, ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := np.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer np.Shutdown(ctx)
+	keys, _ := e.Config.Keyring()
+	tok, _ := keys.Issue("vacuum", "d1", token.IssueOptions{ID: "t-1"})
+	d, err := simulator.NewDevice(simulator.DeviceConfig{Service: "vacuum", Token: tok, Nodes: []string{np.Node().URL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.Run(rctx); !errors.Is(err, simulator.ErrRefused) {
+		t.Fatalf("a revoked token: %v, want refused", err)
 	}
 }

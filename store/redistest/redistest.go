@@ -252,7 +252,7 @@ func ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if line != "+PONG\r\n" {
+	if line != "+PONG\r\n" && !strings.HasPrefix(line, "-NOAUTH") { // a server with a password answers too
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
@@ -361,6 +361,27 @@ func escapeGlob(s string) string {
 	return b.String()
 }
 
+// StartServerWith starts a redis-server with extra arguments (a password:
+// "--requirepass", "pw"), like StartServer.
+func StartServerWith(t testing.TB, args ...string) *Server {
+	t.Helper()
+	return startServer(t, args...)
+}
+
+// StartTLS starts a redis-server that also serves TLS with the PEM
+// certificate and key, trusting caFile for client certificates (not
+// required), and returns it and its TLS address.
+func StartTLS(t testing.TB, certFile, keyFile, caFile string) (*Server, string) {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	s := startServer(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "no")
+	return s, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
 // SentinelMaster is the master set name StartSentinel monitors.
 const SentinelMaster = "tethertest"
 
@@ -368,6 +389,14 @@ const SentinelMaster = "tethertest"
 // as SentinelMaster, for t, and returns its address once it knows the
 // master. Clients reach the master through it with MasterName.
 func StartSentinel(t testing.TB, master *Server) string {
+	t.Helper()
+	return StartSentinelAuth(t, master, "", "")
+}
+
+// StartSentinelAuth is StartSentinel for a master with a password
+// (masterPassword), the Sentinel itself requiring sentinelPassword (both
+// optional).
+func StartSentinelAuth(t testing.TB, master *Server, sentinelPassword, masterPassword string) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -383,6 +412,12 @@ func StartSentinel(t testing.TB, master *Server) string {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 5000\n",
 			port, dir, SentinelMaster, master.port, SentinelMaster)
+		if masterPassword != "" {
+			text += fmt.Sprintf("sentinel auth-pass %s %s\n", SentinelMaster, masterPassword)
+		}
+		if sentinelPassword != "" {
+			text += fmt.Sprintf("requirepass %s\n", sentinelPassword)
+		}
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			t.Fatalf("redistest: %v", err)
 		}
@@ -401,7 +436,7 @@ func StartSentinel(t testing.TB, master *Server) string {
 			_ = cmd.Process.Kill()
 			<-done
 		}
-		if err := waitSentinel(addr, done); err == nil {
+		if err := waitSentinel(addr, sentinelPassword, done); err == nil {
 			t.Cleanup(stop)
 			return addr
 		} else if attempt == 5 {
@@ -413,8 +448,8 @@ func StartSentinel(t testing.TB, master *Server) string {
 }
 
 // waitSentinel waits until the sentinel at addr names the master.
-func waitSentinel(addr string, exited <-chan struct{}) error {
-	c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+func waitSentinel(addr, password string, exited <-chan struct{}) error {
+	c := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: password})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()

@@ -29,6 +29,10 @@
 //     does not match it; a bad record fails the whole batch; re-adding an ID
 //     replaces it; ConnsOfNode and ReapConns return connections in ID order;
 //     ConnCounts leaves out nodes without connections;
+//   - Revoke of a device keeps the later NotBefore and the later Until of
+//     two, of a token ID the later Until; Revocations returns them ordered
+//     by service, device revocations by device before token revocations by
+//     ID, in UTC, and forgets those whose Until is before now for good;
 //   - every method checks its arguments (ErrInvalid) and a cancelled context
 //     (the context's error) before doing anything.
 package storetest
@@ -82,6 +86,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ApplyChanges", testApplyChanges},
 		{"Records", testRecords},
 		{"Epoch", testEpoch},
+		{"Revocations", testRevocations},
+		{"RevocationsInvalid", testRevocationsInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1147,6 +1153,10 @@ func testCanceled(t *testing.T, s store.Store) {
 		"ReapConns":     func() error { _, err := s.ReapConns(ctx, "n1"); return err },
 		"ConnCounts":    func() error { _, err := s.ConnCounts(ctx); return err },
 		"Ping":          func() error { return s.Ping(ctx) },
+		"Revoke": func() error {
+			return s.Revoke(ctx, store.Revocation{Service: "vacuum", TokenID: "j1", Until: t0.Add(time.Hour)})
+		},
+		"Revocations": func() error { _, err := s.Revocations(ctx, t0); return err },
 	}
 	v := version(t, s)
 	for name, call := range cases {
@@ -1166,5 +1176,96 @@ func testCanceled(t *testing.T, s store.Store) {
 func testPing(t *testing.T, s store.Store) {
 	if err := s.Ping(t.Context()); err != nil {
 		t.Fatalf("Ping: %v", err)
+	}
+}
+
+func revocations(t *testing.T, s store.Store, now time.Time) []store.Revocation {
+	t.Helper()
+	rs, err := s.Revocations(t.Context(), now)
+	if err != nil {
+		t.Fatalf("Revocations: %v", err)
+	}
+	return rs
+}
+
+func revoke(t *testing.T, s store.Store, r store.Revocation) {
+	t.Helper()
+	if err := s.Revoke(t.Context(), r); err != nil {
+		t.Fatalf("Revoke %+v: %v", r, err)
+	}
+}
+
+func sameRevocations(a, b []store.Revocation) bool {
+	return slices.EqualFunc(a, b, func(x, y store.Revocation) bool {
+		return x.Service == y.Service && x.Device == y.Device && x.TokenID == y.TokenID &&
+			x.NotBefore.Equal(y.NotBefore) && x.Until.Equal(y.Until) &&
+			x.NotBefore.Location() == time.UTC && x.Until.Location() == time.UTC
+	})
+}
+
+func testRevocations(t *testing.T, s store.Store) {
+	if rs := revocations(t, s, t0); len(rs) != 0 {
+		t.Fatalf("empty store has revocations %+v", rs)
+	}
+	local := time.FixedZone("X", 3600)
+	dev := store.Revocation{Service: "vacuum", Device: "vac-1", NotBefore: t0.In(local), Until: t0.Add(48 * time.Hour)}
+	revoke(t, s, dev)
+	tok := store.Revocation{Service: "vacuum", TokenID: "jti-1", Until: t0.Add(time.Hour)}
+	revoke(t, s, tok)
+	other := store.Revocation{Service: "aircon", Device: "ac-1", NotBefore: t0, Until: t0.Add(2 * time.Hour)}
+	revoke(t, s, other)
+	v := version(t, s)
+
+	want := []store.Revocation{other, {Service: "vacuum", Device: "vac-1", NotBefore: t0, Until: t0.Add(48 * time.Hour)}, tok}
+	if rs := revocations(t, s, t0); !sameRevocations(rs, want) {
+		t.Fatalf("Revocations = %+v, want %+v (in UTC)", rs, want)
+	}
+	// A device again: the later not-before and the later until win,
+	// whichever order they come in.
+	revoke(t, s, store.Revocation{Service: "vacuum", Device: "vac-1", NotBefore: t0.Add(-time.Hour), Until: t0.Add(72 * time.Hour)})
+	revoke(t, s, store.Revocation{Service: "vacuum", Device: "vac-1", NotBefore: t0.Add(time.Minute), Until: t0.Add(time.Hour)})
+	want[1] = store.Revocation{Service: "vacuum", Device: "vac-1", NotBefore: t0.Add(time.Minute), Until: t0.Add(72 * time.Hour)}
+	// A token ID again: the later until.
+	revoke(t, s, store.Revocation{Service: "vacuum", TokenID: "jti-1", Until: t0.Add(30 * time.Minute)})
+	if rs := revocations(t, s, t0); !sameRevocations(rs, want) {
+		t.Fatalf("after revoking again: %+v, want %+v", rs, want)
+	}
+	wantVersion(t, s, "after revocations", v)
+
+	// Past their until, revocations are forgotten for good.
+	if rs := revocations(t, s, t0.Add(90*time.Minute)); !sameRevocations(rs, want[:2]) {
+		t.Fatalf("after the token's until: %+v, want %+v", rs, want[:2])
+	}
+	if rs := revocations(t, s, t0); !sameRevocations(rs, want[:2]) {
+		t.Fatalf("an expired revocation came back: %+v", rs)
+	}
+	if rs := revocations(t, s, t0.Add(100*time.Hour)); len(rs) != 0 {
+		t.Fatalf("after every until: %+v", rs)
+	}
+	// Forgotten, a revocation may be recorded anew.
+	revoke(t, s, tok)
+	if rs := revocations(t, s, t0); !sameRevocations(rs, []store.Revocation{tok}) {
+		t.Fatalf("recorded again: %+v", rs)
+	}
+}
+
+func testRevocationsInvalid(t *testing.T, s store.Store) {
+	for name, r := range map[string]store.Revocation{
+		"no service":     {Device: "d", NotBefore: t0, Until: t0},
+		"bad service":    {Service: "a.b", Device: "d", NotBefore: t0, Until: t0},
+		"neither":        {Service: "vacuum", Until: t0},
+		"both":           {Service: "vacuum", Device: "d", TokenID: "j", NotBefore: t0, Until: t0},
+		"bad device":     {Service: "vacuum", Device: "d>", NotBefore: t0, Until: t0},
+		"bad token ID":   {Service: "vacuum", TokenID: "j*", Until: t0},
+		"no not-before":  {Service: "vacuum", Device: "d", Until: t0},
+		"no until":       {Service: "vacuum", TokenID: "j"},
+		"device, no end": {Service: "vacuum", Device: "d", NotBefore: t0},
+	} {
+		if err := s.Revoke(t.Context(), r); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Revoke %s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if rs := revocations(t, s, t0); len(rs) != 0 {
+		t.Fatalf("invalid revocations were stored: %+v", rs)
 	}
 }

@@ -74,8 +74,9 @@ export class App {
   #nc;
   #owned = false;
   #o;
-  #inbox;
-  #inboxSub;
+  #unique;
+  #inboxPrefix; // one prefix for every service (inboxPrefix option), or undefined
+  #inboxes = new Map(); // service (or '' with inboxPrefix) -> {subject, sub}
   #seq = 0;
   #waiters = new Map();
   #subs = new Set();
@@ -85,6 +86,9 @@ export class App {
   /**
    * @param {import('nats').NatsConnection} nc
    * @param {{prefix?: string, timeoutMs?: number, settleMs?: number, inboxPrefix?: string, onError?: (err: Error) => void}} [opts]
+   *   inboxPrefix: one prefix for the reply subjects of every service's
+   *   pushes, instead of each service's own _INBOX_<service>; the nodes'
+   *   node.reply_prefixes must allow it.
    */
   constructor(nc, opts = {}) {
     if (!nc || typeof nc.publish !== 'function' || typeof nc.subscribe !== 'function') {
@@ -104,14 +108,11 @@ export class App {
     if (typeof nc.isClosed === 'function' && nc.isClosed()) {
       throw new TetherError(ErrorCode.CONN_CLOSED, 'tether: the NATS connection is closed');
     }
-    const inboxPrefix = checkInboxPrefix(opts.inboxPrefix ?? nc.options?.inboxPrefix ?? '_INBOX');
+    if (opts.inboxPrefix !== undefined) this.#inboxPrefix = checkInboxPrefix(opts.inboxPrefix);
     if (opts[OWNED]) this.#owned = true;
     this.#nc = nc;
     this.#o = o;
-    this.#inbox = `${inboxPrefix}.${nuid.next()}.`;
-    // Pushes need no flush: the inbox subscription goes out before any
-    // push on the same connection, and replies come after the push.
-    this.#inboxSub = nc.subscribe(this.#inbox + '*', { callback: (err, m) => this.#onReply(err, m) });
+    this.#unique = nuid.next();
     nc.closed().then(
       () => this.#onConnClosed(),
       () => this.#onConnClosed(),
@@ -189,10 +190,12 @@ export class App {
     const err = new TetherError(ErrorCode.CLOSED, 'tether: App closed');
     for (const w of [...this.#waiters.values()]) w.fail(err);
     for (const s of [...this.#subs]) s.unsubscribe();
-    try {
-      this.#inboxSub.unsubscribe();
-    } catch {
-      // closed already
+    for (const ib of this.#inboxes.values()) {
+      try {
+        ib.sub.unsubscribe();
+      } catch {
+        // closed already
+      }
     }
     if (this.#owned && !this.#nc.isClosed?.()) await this.#nc.close();
   }
@@ -237,9 +240,27 @@ export class App {
     return s;
   }
 
-  #onReply(err, m) {
+  // The reply subject prefix of a service's pushes, its inbox subscribed
+  // on first use: _INBOX_<service>.<unique>. (the only prefix nodes
+  // answer on by default, node.reply_prefixes), or the inboxPrefix
+  // option's for every service. Pushes need no flush: the subscription
+  // goes out before the push on the same connection, and replies come
+  // after the push.
+  #inboxOf(service) {
+    const key = this.#inboxPrefix === undefined ? service : '';
+    let ib = this.#inboxes.get(key);
+    if (ib === undefined) {
+      const subject = `${this.#inboxPrefix ?? `_INBOX_${service}`}.${this.#unique}.`;
+      ib = { subject, sub: null };
+      ib.sub = this.#nc.subscribe(subject + '*', { callback: (err, m) => this.#onReply(ib, err, m) });
+      this.#inboxes.set(key, ib);
+    }
+    return ib.subject;
+  }
+
+  #onReply(ib, err, m) {
     if (err || !m) return;
-    const tok = m.subject.slice(this.#inbox.length);
+    const tok = m.subject.slice(ib.subject.length);
     this.#waiters.get(tok)?.put(m);
   }
 
@@ -252,7 +273,7 @@ export class App {
   }
 
   /** @internal Publishes one push and gathers its receipt. */
-  async _push(kind, subject, data, opts = {}) {
+  async _push(service, kind, subject, data, opts = {}) {
     if (opts === null || typeof opts !== 'object') throw badOption('push options must be an object');
     const known = new Set(['timeoutMs', 'msgId', 'noAck', 'waitAll', 'signal']);
     for (const k of Object.keys(opts)) if (!known.has(k)) throw badOption(`unknown push option ${quote(k)} (known: ${[...known].join(', ')})`);
@@ -276,6 +297,12 @@ export class App {
     else h.set(H.TIMEOUT, String(ackWait(timeoutMs)));
     if (msgId !== undefined) h.set(H.MSG_ID, msgId);
 
+    let inbox;
+    try {
+      inbox = this.#inboxOf(service);
+    } catch (err) {
+      throw new TetherError(natsCode(err) === 'CONNECTION_CLOSED' ? ErrorCode.CONN_CLOSED : ErrorCode.PUBLISH, `tether: subscribe the inbox of ${service}: ${err.message}`, { cause: err });
+    }
     const g = new Gather(kind, { noAck, waitAll });
     const tok = (++this.#seq).toString(36);
     return new Promise((resolve, reject) => {
@@ -331,7 +358,7 @@ export class App {
       signal?.addEventListener('abort', onAbort, { once: true });
       timer = setTimeout(onTimer, settled ? timeoutMs : Math.min(timeoutMs, this.#o.settleMs));
       try {
-        this.#nc.publish(subject, payload, { reply: this.#inbox + tok, headers: h });
+        this.#nc.publish(subject, payload, { reply: inbox + tok, headers: h });
       } catch (err) {
         const c = natsCode(err);
         const code = c === 'MAX_PAYLOAD_EXCEEDED' ? ErrorCode.PAYLOAD_TOO_LARGE : c === 'CONNECTION_CLOSED' ? ErrorCode.CONN_CLOSED : ErrorCode.PUBLISH;
@@ -365,7 +392,7 @@ export class Service {
    * ack, or offline at once when no node holds the connection.
    */
   pushConn(connId, data, opts) {
-    return this.#guard(() => this.#app._push(Target.CONN, this.#subject('conn', validConnId(connId)), data, opts));
+    return this.#guard(() => this.#app._push(this.name, Target.CONN, this.#subject('conn', validConnId(connId)), data, opts));
   }
 
   /**
@@ -374,17 +401,17 @@ export class Service {
    * when the device is connected nowhere.
    */
   pushDevice(device, data, opts) {
-    return this.#guard(() => this.#app._push(Target.DEVICE, this.#subject('dev', validName(device, 'device')), data, opts));
+    return this.#guard(() => this.#app._push(this.name, Target.DEVICE, this.#subject('dev', validName(device, 'device')), data, opts));
   }
 
   /** Pushes data to every connection in a group and gathers every node's reply. */
   pushGroup(group, data, opts) {
-    return this.#guard(() => this.#app._push(Target.GROUP, this.#subject('grp', validName(group, 'group')), data, opts));
+    return this.#guard(() => this.#app._push(this.name, Target.GROUP, this.#subject('grp', validName(group, 'group')), data, opts));
   }
 
   /** Pushes data to every connection of the service and gathers every node's reply. */
   pushAll(data, opts) {
-    return this.#guard(() => this.#app._push(Target.ALL, this.#subject('all'), data, opts));
+    return this.#guard(() => this.#app._push(this.name, Target.ALL, this.#subject('all'), data, opts));
   }
 
   /** App.onUpstream for this service. */
@@ -489,10 +516,7 @@ export async function connectApp(opts = {}) {
   for (const k of Object.keys(appOpts)) if (appOpts[k] === undefined) delete appOpts[k];
   // Validate before connecting.
   if (prefix !== undefined) validPrefix(prefix);
-  if (inboxPrefix !== undefined) {
-    checkInboxPrefix(inboxPrefix);
-    natsOpts.inboxPrefix = inboxPrefix;
-  }
+  if (inboxPrefix !== undefined) checkInboxPrefix(inboxPrefix);
   const nc = await connect({ name: 'tether-app-js', ...natsOpts });
   try {
     return new App(nc, appOpts);

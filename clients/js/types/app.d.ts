@@ -86,7 +86,7 @@ export interface AppOptions {
   timeoutMs?: number;
   /** Settle window of device, group and service pushes, ms (default 25). */
   settleMs?: number;
-  /** Prefix of reply subjects (default: the connection's inboxPrefix, or "_INBOX"). */
+  /** One prefix for the reply subjects of every service (default: each service's own, "_INBOX_<service>", the only one nodes answer on unless node.reply_prefixes allows more). */
   inboxPrefix?: string;
   /** Problems that are nobody's return value (malformed replies or events, handler errors). Default console.warn. */
   onError?: (err: Error) => void;

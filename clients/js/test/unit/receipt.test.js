@@ -161,7 +161,27 @@ test('app: a connection push sends the headers and resolves at its one final rep
   assert.equal(p.headers.get('Tether-Timeout'), '4000');
   assert.equal(p.headers.get('Tether-Msg-Id'), 'm-1');
   assert.equal(p.headers.get('Tether-Ack'), '');
-  assert.match(p.reply, /^_INBOX\.[A-Za-z0-9]+\.[0-9a-z]+$/);
+  assert.match(p.reply, /^_INBOX_vacuum\.[A-Za-z0-9]+\.[0-9a-z]+$/);
+});
+
+test('app: each service gets its own inbox, subscribed once at its first push (the only one nodes answer on)', async () => {
+  const nc = fakeNats((p) => p.replyWith(final('n1', 'acked', 1, 1, 0)));
+  const app = new App(nc, { timeoutMs: 5000 });
+  await app.service('vacuum').pushConn('n1.a', 1);
+  await app.service('vacuum').pushConn('n1.a', 2);
+  await app.service('aircon').pushConn('n1.b', 3);
+  const replies = nc.published.map((p) => p.reply);
+  assert.match(replies[0], /^_INBOX_vacuum\./);
+  assert.match(replies[1], /^_INBOX_vacuum\./);
+  assert.match(replies[2], /^_INBOX_aircon\./);
+  assert.notEqual(replies[0], replies[1]);
+  // And with the inboxPrefix option, that one prefix for every service.
+  const nc2 = fakeNats((p) => p.replyWith(final('n1', 'acked', 1, 1, 0)));
+  const app2 = new App(nc2, { timeoutMs: 5000, inboxPrefix: 'my.inbox' });
+  await app2.service('vacuum').pushConn('n1.a', 1);
+  await app2.service('aircon').pushConn('n1.b', 1);
+  assert.match(nc2.published[0].reply, /^my\.inbox\./);
+  assert.match(nc2.published[1].reply, /^my\.inbox\./);
 });
 
 test('app: noAck sends Tether-Ack none and no Tether-Timeout; subjects follow the prefix', async () => {
