@@ -472,16 +472,20 @@ func TestFaultBroadcastNodePaused(t *testing.T) {
 	}
 	// Short pauses (150ms) within a 2s deadline: the receipt waits for the
 	// paused node.
+	var resumed sync.WaitGroup
 	for i := range 20 {
 		if i%4 == 1 {
 			c.signal("node-2", syscall.SIGSTOP)
+			resumed.Add(1)
 			go func() {
-				time.Sleep(150 * time.Millisecond)
+				defer resumed.Done()
+				time.Sleep(150 * time.Millisecond) // the length of the pause
 				c.signal("node-2", syscall.SIGCONT)
 			}()
 		}
 		check(broadcast(2 * time.Second))
 	}
+	resumed.Wait() // no SIGCONT of a short pause may end the long one
 	// A pause longer than the deadline: partial, naming node-2.
 	c.signal("node-2", syscall.SIGSTOP)
 	r, seq := broadcast(500 * time.Millisecond)
